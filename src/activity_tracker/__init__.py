@@ -1,0 +1,20 @@
+"""Daily-, weekly- and monthly-active user counts in bounded memory, on Redis HyperLogLog.
+
+>>> from activity_tracker import ActivityTracker
+>>> tracker = ActivityTracker(url="redis://localhost:6379/0")   # doctest: +SKIP
+"""
+
+from .backends.base import AsyncBackend, Backend
+from .errors import ActivityTrackerError, BackendConnectionError, StorageError, WrongKeyTypeError
+from .tracker import ActivityTracker, AsyncActivityTracker
+
+__all__ = [
+    "ActivityTracker",
+    "ActivityTrackerError",
+    "AsyncActivityTracker",
+    "AsyncBackend",
+    "Backend",
+    "BackendConnectionError",
+    "StorageError",
+    "WrongKeyTypeError",
+]

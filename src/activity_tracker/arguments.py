@@ -1,0 +1,208 @@
+"""Checking what callers pass and turning it into plain requests for a backend.
+
+Everything here is pure: every public call is checked in full before a backend sees it, so a
+bad argument raises ``ValueError``/``TypeError`` naming it and nothing is written.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from . import periods as _periods
+from .keys import Bucket, bucket_order, encode_bucket
+from .periods import Period
+
+DEFAULT_LOOKUP_DAYS = 365
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """One call of ``track()``: in each period, move ``old_id`` out of ``old_bucket`` (if
+    given), then add ``id`` to ``bucket`` (if given)."""
+
+    periods: tuple[Period, ...]
+    id: str | None
+    bucket: Bucket
+    old_id: str | None
+    old_bucket: Bucket
+
+
+@dataclass(frozen=True, slots=True)
+class CollapseJob:
+    """One call of ``collapse()``: the periods to collapse, oldest first.
+
+    ``buckets`` is ``None`` for "every bucket tracked in the period". ``aggregates`` keeps the
+    caller's order, so an aggregate may use one defined before it.
+    """
+
+    periods: tuple[Period, ...]
+    buckets: tuple[Bucket, ...] | None
+    aggregates: tuple[tuple[str, tuple[Bucket, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LookupJob:
+    """One call of ``lookup()``: the periods wholly inside the range, oldest first."""
+
+    periods: tuple[Period, ...]
+    buckets: tuple[Bucket, ...] | None
+
+
+def period_kinds(periods: object, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The period kinds of a call: ``periods`` if given, else the tracker's default."""
+    if periods is None:
+        return default
+    if isinstance(periods, str) or not isinstance(periods, Iterable):
+        raise TypeError("periods must be a list of PERIOD_* constants")
+    kinds = tuple(dict.fromkeys(_periods.check_kind(kind, "periods") for kind in periods))
+    if not kinds:
+        raise ValueError("periods must name at least one period")
+    return kinds
+
+
+def id_text(value: object, argument: str) -> str:
+    """An id as the text it is compared by: ``123`` and ``"123"`` are the same id."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{argument}: bytes ids must be UTF-8 text") from exc
+    return str(value)
+
+
+def bucket_name(value: object, argument: str) -> Bucket:
+    """A bucket name: ``None`` (the default bucket) or a str that can be stored."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{argument} must be a str or None, not {type(value).__name__}")
+    try:
+        encode_bucket(value)
+    except ValueError as exc:
+        raise ValueError(f"{argument}: {exc}") from exc
+    return value
+
+
+def bucket_list(value: object, argument: str) -> tuple[Bucket, ...] | None:
+    """A list of bucket names, or ``None``; a bare str is refused (it is not a list)."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError(f"{argument} must be a list of bucket names, not {type(value).__name__}")
+    return tuple(dict.fromkeys(bucket_name(b, argument) for b in value))
+
+
+def activity(
+    kinds: tuple[str, ...],
+    timezone: datetime.tzinfo | None,
+    id: object,
+    bucket: object,
+    old_id: object,
+    old_bucket: object,
+    date: object,
+) -> Activity:
+    """Check the arguments of ``track()``."""
+    if id is None and old_id is None:
+        raise ValueError("track() needs id, old_id or both")
+    checked_bucket = bucket_name(bucket, "bucket")
+    checked_old_bucket = bucket_name(old_bucket, "old_bucket")
+    day = _periods.local_date(date, timezone, "date")
+    return Activity(
+        periods=tuple(Period.containing(kind, day) for kind in kinds),
+        id=None if id is None else id_text(id, "id"),
+        bucket=checked_bucket,
+        old_id=None if old_id is None else id_text(old_id, "old_id"),
+        old_bucket=checked_old_bucket,
+    )
+
+
+def collapse_job(
+    kinds: tuple[str, ...],
+    timezone: datetime.tzinfo | None,
+    date: object,
+    max_periods: object,
+    buckets: object,
+    aggregate_buckets: object,
+) -> CollapseJob:
+    """Check the arguments of ``collapse()``."""
+    day = _periods.local_date(date, timezone, "date")
+    if isinstance(max_periods, bool) or not isinstance(max_periods, int):
+        raise TypeError(f"max_periods must be an int, not {type(max_periods).__name__}")
+    if max_periods < 1:
+        raise ValueError(f"max_periods must be at least 1, not {max_periods}")
+    checked_buckets = bucket_list(buckets, "buckets")
+    aggregates = _aggregates(aggregate_buckets, checked_buckets)
+    found = [p for kind in kinds for p in _periods.finished_before(kind, day, max_periods)]
+    return CollapseJob(periods=tuple(found), buckets=checked_buckets, aggregates=aggregates)
+
+
+def _aggregates(
+    value: object, buckets: tuple[Bucket, ...] | None
+) -> tuple[tuple[str, tuple[Bucket, ...]], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            "aggregate_buckets must be a dict of name -> list of buckets, "
+            f"not {type(value).__name__}"
+        )
+    checked: list[tuple[str, tuple[Bucket, ...]]] = []
+    for name, sources in value.items():
+        if not isinstance(name, str):
+            raise TypeError(f"aggregate_buckets: names must be str, not {type(name).__name__}")
+        bucket_name(name, "aggregate_buckets")
+        source_list = bucket_list(sources, f"aggregate_buckets[{name!r}]")
+        if not source_list:
+            raise ValueError(f"aggregate_buckets[{name!r}] must name at least one bucket")
+        if name in source_list:
+            raise ValueError(f"aggregate_buckets[{name!r}] cannot contain itself")
+        if buckets is not None and name in buckets:
+            raise ValueError(
+                f"aggregate_buckets: {name!r} is also a bucket being collapsed; "
+                "an aggregate needs a name of its own"
+            )
+        checked.append((name, source_list))
+    return tuple(checked)
+
+
+def lookup_job(
+    kind: object,
+    timezone: datetime.tzinfo | None,
+    start: object,
+    end: object,
+    buckets: object,
+) -> LookupJob:
+    """Check the arguments of ``lookup()``; ``end`` defaults to today, ``start`` to a year
+    before ``end``."""
+    checked_kind = _periods.check_kind(kind)
+    end_day = _periods.local_date(end, timezone, "end")
+    start_day = (
+        end_day - datetime.timedelta(days=DEFAULT_LOOKUP_DAYS)
+        if start is None
+        else _periods.local_date(start, timezone, "start")
+    )
+    if start_day > end_day:
+        raise ValueError(f"start ({start_day}) must not be after end ({end_day})")
+    return LookupJob(
+        periods=tuple(_periods.within(checked_kind, start_day, end_day)),
+        buckets=bucket_list(buckets, "buckets"),
+    )
+
+
+def lookup_rows(
+    job: LookupJob, counts: Sequence[Mapping[Bucket, int]]
+) -> list[tuple[datetime.date, dict[Bucket, int]]]:
+    """Shape per-period counts into rows that all carry the same buckets (0 where missing)."""
+    if job.buckets is not None:
+        names: tuple[Bucket, ...] = job.buckets
+    else:
+        seen: dict[Bucket, None] = {}
+        for period_counts in counts:
+            seen.update(dict.fromkeys(period_counts))
+        names = tuple(sorted(seen, key=bucket_order))
+    return [
+        (period.start, {name: period_counts.get(name, 0) for name in names})
+        for period, period_counts in zip(job.periods, counts, strict=True)
+    ]

