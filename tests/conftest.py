@@ -78,13 +78,15 @@ BACKENDS = ["redis"]
 def make_tracker(
     request: pytest.FixtureRequest, redis_url: str, prefix: str
 ) -> Iterator[Callable[..., ActivityTracker]]:
-    """Build ``ActivityTracker``s on the backend under test (each test runs once per backend),
-    writing under this test's ``prefix`` on Redis; closed after the test."""
+    """Build ``ActivityTracker``s on the backend under test (each test runs once per backend).
+
+    Every tracker made starts empty: on Redis each gets its own key prefix under this test's
+    ``prefix``. All are closed after the test."""
     made: list[ActivityTracker] = []
 
     def make(**options: Any) -> ActivityTracker:
         if request.param == "redis":
-            options = {"url": redis_url, "prefix": prefix, **options}
+            options = {"url": redis_url, "prefix": f"{prefix}:{len(made)}", **options}
         tracker = ActivityTracker(backend=request.param, **options)
         made.append(tracker)
         return tracker
