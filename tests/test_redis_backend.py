@@ -1,0 +1,243 @@
+"""What is specific to Redis: round trips, memory, accuracy, errors, expiry, clients."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import socket
+import time
+
+import pytest
+import redis
+import redis.asyncio
+
+from activity_tracker import (
+    ActivityTracker,
+    AsyncActivityTracker,
+    BackendConnectionError,
+    WrongKeyTypeError,
+)
+from activity_tracker.keys import KeySchema, encode_bucket
+from activity_tracker.periods import Period
+
+DAY = datetime.date(2024, 1, 10)
+NEXT_DAY = DAY + datetime.timedelta(days=1)
+ALL_PERIODS = ["daily", "weekly", "monthly", "yearly"]
+STANDARD_ERROR = 1.04 / 16384**0.5
+
+
+class CountingConnection(redis.Connection):
+    """Counts what the client sends: each send is one round trip (a pipeline is one send)."""
+
+    sends = 0
+
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.sends += 1
+        super().send_packed_command(command, check_health)
+
+
+@pytest.fixture
+def counting_tracker(redis_url, prefix):
+    client = redis.Redis.from_url(redis_url, connection_class=CountingConnection)
+    tracker = ActivityTracker(periods=ALL_PERIODS, client=client, prefix=prefix)
+    tracker.track(id="warm-up", date=DAY - datetime.timedelta(days=400))  # loads the script
+    yield tracker
+    client.close()
+
+
+def round_trips(call):
+    before = CountingConnection.sends
+    call()
+    return CountingConnection.sends - before
+
+
+def test_track_is_one_round_trip_for_all_periods(counting_tracker):
+    assert round_trips(lambda: counting_tracker.track(id=1, bucket="a", date=DAY)) == 1
+    move = lambda: counting_tracker.track(  # noqa: E731
+        id=2, bucket="b", old_id=1, old_bucket="a", date=DAY
+    )
+    assert round_trips(move) == 1
+
+
+def test_lookup_of_a_year_of_days_for_ten_buckets_is_one_round_trip(counting_tracker):
+    buckets = [f"b{n}" for n in range(10)]
+    start = DAY - datetime.timedelta(days=365)
+    for n, bucket in enumerate(buckets):
+        counting_tracker.track_daily(id=n, bucket=bucket, date=start)
+    counting_tracker.collapse_daily(date=DAY, max_periods=365)
+    rows: list = []
+    trips = round_trips(
+        lambda: rows.extend(counting_tracker.lookup_daily(start=start, end=DAY, buckets=buckets))
+    )
+    assert trips == 1
+    assert len(rows) == 365
+    assert rows[0][1] == dict.fromkeys(buckets, 1)
+    assert all(counts == dict.fromkeys(buckets, 0) for _, counts in rows[1:])
+
+
+def test_bucket_day_memory_stays_bounded_and_counts_are_accurate(
+    make_tracker, redis_client, prefix
+):
+    tracker = make_tracker(prefix=prefix)
+    client = tracker.backend.client
+    period = Period("daily", DAY)
+    hll_key = KeySchema(prefix).hll(period, encode_bucket("big"))
+    users = [f"user-{n:07d}" for n in range(30_000)]
+    # Track through the library for a slice, and fill the rest directly to keep the test fast.
+    for user in users[:2_000]:
+        tracker.track(id=user, bucket="big", date=DAY)
+    for start in range(2_000, len(users), 5_000):
+        client.pfadd(hll_key, *users[start : start + 5_000])
+    tracker.track(id="x", bucket="small", date=DAY)
+    # A thousand logins: sessions moved out of "big" into "auth".
+    for n in range(1_000):
+        tracker.track(id=f"member-{n}", bucket="auth", old_id=users[n], old_bucket="big", date=DAY)
+    tracker.collapse(date=NEXT_DAY, aggregate_buckets={"all": ["big", "auth"]})
+    counts = tracker.lookup_daily(start=DAY, end=NEXT_DAY)[0][1]
+
+    for bucket, exact in (("big", 29_000), ("auth", 1_000), ("all", 30_000)):
+        # Four standard errors of the HLL (relative to what the sketch holds).
+        held = 30_000 if bucket != "auth" else 1_000
+        assert abs(counts[bucket] - exact) <= 4 * STANDARD_ERROR * held, (bucket, counts)
+    assert counts["small"] == 1
+    # A dense HLL is 12,304 bytes; with the key and allocator overhead it stays within 14.4 KiB.
+    assert redis_client.memory_usage(hll_key) <= 14.4 * 1024
+    assert redis_client.memory_usage(KeySchema(prefix).hll(period, encode_bucket("small"))) < 200
+
+
+def test_a_key_of_the_wrong_type_is_an_error_and_left_untouched(make_tracker, redis_client, prefix):
+    tracker = make_tracker(prefix=prefix)
+    schema = KeySchema(prefix)
+    period = Period("daily", DAY)
+    hll_key = schema.hll(period, encode_bucket("theirs"))
+    redis_client.set(hll_key, "someone else's value")
+    with pytest.raises(WrongKeyTypeError, match="theirs"):
+        tracker.track(id=1, bucket="theirs", date=DAY)
+    assert redis_client.get(hll_key) == b"someone else's value"
+    assert redis_client.keys(f"{prefix}:*") == [hll_key.encode()]
+
+    redis_client.delete(hll_key)
+    tracker.track(id=1, bucket="mine", date=DAY)
+    redis_client.rpush(schema.hll(period, encode_bucket("agg")), "x")
+    with pytest.raises(WrongKeyTypeError):
+        tracker.collapse(date=NEXT_DAY, aggregate_buckets={"agg": ["mine"]})
+    assert redis_client.lrange(schema.hll(period, encode_bucket("agg")), 0, -1) == [b"x"]
+
+
+def test_an_unreachable_redis_raises_the_documented_error():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once closed
+    tracker = ActivityTracker(url=f"redis://127.0.0.1:{port}/0", socket_timeout=2)
+    with pytest.raises(BackendConnectionError) as caught:
+        tracker.track(id=1)
+    assert isinstance(caught.value.__cause__, redis.exceptions.ConnectionError)
+    assert isinstance(caught.value, ConnectionError)
+    with pytest.raises(BackendConnectionError):
+        tracker.lookup_daily()
+
+
+def test_raw_sketches_expire_after_retention_and_counts_stay(make_tracker, redis_client, prefix):
+    tracker = make_tracker(prefix=prefix, retention=1)
+    tracker.track(id=1, bucket="a", date=DAY)
+    tracker.track(id=2, bucket="b", old_id=1, old_bucket="a", date=DAY)
+    tracker.collapse(date=NEXT_DAY)
+    schema, period = KeySchema(prefix), Period("daily", DAY)
+    raw = [schema.hll(period, encode_bucket("a")), schema.moved(period), schema.buckets(period)]
+    assert all(0 < redis_client.pttl(key) <= 1000 for key in raw)
+    assert redis_client.ttl(schema.counts(period)) == -1
+    time.sleep(1.2)
+    assert redis_client.exists(*raw) == 0
+    assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {"a": 0, "b": 1})]
+    # A late event after the sketches expired cannot rebuild the period: counts stay final.
+    tracker.track(id=3, bucket="a", date=DAY)
+    tracker.collapse(date=NEXT_DAY)
+    assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {"a": 0, "b": 1})]
+
+
+def test_retention_none_keeps_raw_sketches(make_tracker, redis_client, prefix):
+    tracker = make_tracker(prefix=prefix, retention=None)
+    tracker.track(id=1, date=DAY)
+    tracker.collapse(date=NEXT_DAY)
+    key = KeySchema(prefix).hll(Period("daily", DAY), encode_bucket(None))
+    assert redis_client.ttl(key) == -1
+
+
+def test_bad_redis_options(redis_url):
+    with pytest.raises(ValueError, match="retention"):
+        ActivityTracker(url=redis_url, retention=0)
+    with pytest.raises(TypeError, match="retention"):
+        ActivityTracker(url=redis_url, retention="1d")
+    with pytest.raises(ValueError, match="prefix"):
+        ActivityTracker(url=redis_url, prefix="a{b}")
+    with pytest.raises(ValueError, match="url"):
+        ActivityTracker(url=redis_url, host="localhost")
+    with pytest.raises(TypeError, match="client"):
+        ActivityTracker(client="redis://localhost")
+    with pytest.raises(TypeError, match="unknown_option"):
+        ActivityTracker(url=redis_url, unknown_option=1)
+
+
+def test_clients_that_decode_responses_and_host_port_db_options(redis_url, prefix):
+    parsed = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    decoding = redis.Redis.from_url(redis_url, decode_responses=True)
+    by_client = ActivityTracker(client=decoding, prefix=prefix)
+    by_host = ActivityTracker(
+        host=parsed["host"], port=parsed["port"], db=parsed.get("db", 0), prefix=prefix
+    )
+    by_client.track(id=1, bucket="é", date=DAY)
+    by_host.track(id=2, bucket="é", date=DAY)
+    by_host.collapse(date=NEXT_DAY)
+    expected = [(DAY, {"é": 2})]
+    assert by_client.lookup_daily(start=DAY, end=NEXT_DAY) == expected
+    assert by_host.lookup_daily(start=DAY, end=NEXT_DAY) == expected
+    by_client.close()
+    assert decoding.ping()  # a client passed in is not closed by the tracker
+    decoding.close()
+
+
+def test_the_default_url_comes_from_the_environment(redis_url, prefix, monkeypatch):
+    monkeypatch.setenv("ACTIVITY_TRACKER_URL", redis_url)
+    tracker = ActivityTracker(prefix=prefix)
+    assert tracker.backend.client.connection_pool.connection_kwargs["port"] == int(
+        redis_url.rsplit(":", 1)[1].split("/")[0]
+    )
+
+
+def test_async_tracker_shares_the_semantics(redis_url, prefix):
+    async def scenario():
+        async with AsyncActivityTracker(
+            periods=["daily", "monthly"], url=redis_url, prefix=prefix
+        ) as tracker:
+            await tracker.track(id="s1", bucket="anon", date=DAY)
+            await tracker.track(id="s2", bucket="anon", date=DAY)
+            await tracker.track(id=1, bucket="auth", old_id="s2", old_bucket="anon", date=DAY)
+            await tracker.collapse(date=NEXT_DAY, aggregate_buckets={"all": ["anon", "auth"]})
+            await tracker.collapse_monthly(date=datetime.date(2024, 2, 1))
+            daily = await tracker.lookup_daily(start=DAY, end=NEXT_DAY)
+            monthly = await tracker.lookup_monthly(
+                start=datetime.date(2024, 1, 1), end=datetime.date(2024, 2, 1)
+            )
+            with pytest.raises(ValueError, match="id"):
+                await tracker.track()
+            return daily, monthly
+
+    daily, monthly = asyncio.run(scenario())
+    assert daily == [(DAY, {"all": 2, "anon": 1, "auth": 1})]
+    assert monthly == [(datetime.date(2024, 1, 1), {"anon": 1, "auth": 1})]
+
+
+def test_async_tracker_takes_an_asyncio_client_and_reports_connection_errors(redis_url, prefix):
+    async def scenario():
+        client = redis.asyncio.Redis.from_url(redis_url)
+        tracker = AsyncActivityTracker(client=client, prefix=prefix)
+        await tracker.track(id=1, date=DAY)
+        await tracker.collapse(date=NEXT_DAY)
+        rows = await tracker.lookup_daily(start=DAY, end=NEXT_DAY)
+        await client.aclose()
+        unreachable = AsyncActivityTracker(url="redis://127.0.0.1:1/0")
+        with pytest.raises(BackendConnectionError):
+            await unreachable.track(id=1)
+        return rows
+
+    assert asyncio.run(scenario()) == [(DAY, {None: 1})]
