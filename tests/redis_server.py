@@ -70,13 +70,15 @@ def start_redis_server(
     *,
     timeout: float = 15.0,
     attempts: int = 3,
+    cluster: bool = False,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start a non-persistent ``redis-server`` on a free 127.0.0.1 port, working in ``tmp_dir``.
 
     Returns ``(process, url)`` once the server answers PING, ``url`` being
     ``redis://127.0.0.1:PORT/0``. The caller owns the process: stop it with
     :func:`stop_redis_server`. Raises ``RuntimeError`` if no server can be had
-    (a lost race for the port is retried up to ``attempts`` times).
+    (a lost race for the port is retried up to ``attempts`` times). ``cluster`` starts a
+    node in cluster mode, with no slots yet.
     """
     binary = find_redis_server()
     work_dir = Path(tmp_dir)
@@ -93,6 +95,8 @@ def start_redis_server(
             "--bind", HOST,
             "--dir", str(work_dir),
         ]  # fmt: skip
+        if cluster:
+            command += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT

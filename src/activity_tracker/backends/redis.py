@@ -87,6 +87,11 @@ def _retention_seconds(retention: datetime.timedelta | float | None) -> int | No
     return math.ceil(seconds)
 
 
+def _unpipelinable(requests: list[redis_plan.Request], cluster: bool) -> bool:
+    """redis-py's cluster pipelines refuse scripts: on a cluster they go one by one."""
+    return cluster and any(isinstance(r, redis_plan.ScriptCall) for r in requests)
+
+
 @contextmanager
 def _translated_errors() -> Iterator[None]:
     """Turn redis-py's exceptions into this library's, keeping them as the cause."""
@@ -164,8 +169,8 @@ class RedisBackend(Backend):
                 return result
 
     def _send(self, requests: list[redis_plan.Request]) -> list[Any]:
-        if len(requests) == 1:
-            return [self._send_one(requests[0], self.client)]
+        if len(requests) == 1 or _unpipelinable(requests, self._split_periods):
+            return [self._send_one(request, self.client) for request in requests]
         with self.client.pipeline(transaction=False) as pipe:
             for request in requests:
                 self._send_one(request, pipe)
@@ -231,8 +236,8 @@ class AsyncRedisBackend(AsyncBackend):
                 return result
 
     async def _send(self, requests: list[redis_plan.Request]) -> list[Any]:
-        if len(requests) == 1:
-            return [await self._send_one(requests[0], self.client)]
+        if len(requests) == 1 or _unpipelinable(requests, self._split_periods):
+            return [await self._send_one(request, self.client) for request in requests]
         async with self.client.pipeline(transaction=False) as pipe:
             for request in requests:
                 await self._send_one(request, pipe)

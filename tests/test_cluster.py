@@ -1,0 +1,84 @@
+"""The Redis backend on a real three-node Redis Cluster, started for this module."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from activity_tracker import ActivityTracker, AsyncActivityTracker
+from redis_server import start_redis_server, stop_redis_server
+
+DAY = datetime.date(2024, 1, 10)
+NEXT_DAY = DAY + datetime.timedelta(days=1)
+SLOT_RANGES = [(0, 5460), (5461, 10922), (10923, 16383)]
+
+
+@pytest.fixture(scope="module")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    work = tmp_path_factory.mktemp("cluster")
+    nodes = [start_redis_server(work, cluster=True) for _ in SLOT_RANGES]
+    clients = [redis.Redis.from_url(url) for _, url in nodes]
+    try:
+        first = clients[0].connection_pool.connection_kwargs
+        for client, (low, high) in zip(clients, SLOT_RANGES, strict=True):
+            client.execute_command("CLUSTER ADDSLOTS", *range(low, high + 1))
+            client.execute_command("CLUSTER MEET", first["host"], first["port"])
+        deadline = time.monotonic() + 30
+        while any(c.cluster("info")["cluster_state"] != "ok" for c in clients):
+            assert time.monotonic() < deadline, "the test cluster never became ready"
+            time.sleep(0.1)
+        yield f"redis+cluster://{first['host']}:{first['port']}"
+    finally:
+        for client in clients:
+            client.close()
+        for process, _ in nodes:
+            stop_redis_server(process)
+
+
+def test_tracking_collapsing_and_lookups_work_across_slots(cluster_url, prefix):
+    tracker = ActivityTracker(
+        periods=["daily", "weekly", "monthly"], url=cluster_url, prefix=prefix
+    )
+    tracker.track(id="s1", bucket="anon", date=DAY)
+    tracker.track(id="s2", bucket="anon", date=DAY)
+    tracker.track(id=1, bucket="auth", old_id="s2", old_bucket="anon", date=DAY)
+    tracker.track(id="s2", bucket="anon", date=DAY + datetime.timedelta(days=20))
+    tracker.collapse(
+        date=datetime.date(2024, 2, 1), max_periods=31, aggregate_buckets={"all": ["anon", "auth"]}
+    )
+    assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [
+        (DAY, {"all": 2, "anon": 1, "auth": 1})
+    ]
+    month = tracker.lookup_monthly(start=datetime.date(2024, 1, 1), end=datetime.date(2024, 2, 1))
+    # s2 was moved out in January, then tracked again later in January: it counts again.
+    assert month == [(datetime.date(2024, 1, 1), {"all": 3, "anon": 2, "auth": 1})]
+    keys = [
+        key
+        for node in tracker.backend.client.get_nodes()
+        for key in tracker.backend.client.get_redis_connection(node).keys(f"{prefix}:*")
+    ]
+    slots_by_period: dict[bytes, set[int]] = {}
+    for key in keys:
+        tag = key.split(b"{")[1].split(b"}")[0]
+        slots_by_period.setdefault(tag, set()).add(redis.cluster.key_slot(key))
+    assert all(len(slots) == 1 for slots in slots_by_period.values())
+    assert len({slot for slots in slots_by_period.values() for slot in slots}) > 1
+    tracker.close()
+
+
+def test_the_async_tracker_works_on_a_cluster(cluster_url, prefix):
+    async def scenario():
+        async with AsyncActivityTracker(
+            periods=["daily", "monthly"], url=cluster_url, prefix=prefix
+        ) as tracker:
+            await tracker.track(id=5, date=DAY)
+            await tracker.track(id=6, bucket="x", old_id=5, date=DAY)
+            await tracker.collapse(date=NEXT_DAY, aggregate_buckets={"all": [None, "x"]})
+            return await tracker.lookup_daily(start=DAY, end=NEXT_DAY)
+
+    assert asyncio.run(scenario()) == [(DAY, {None: 0, "all": 1, "x": 1})]
