@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from activity_tracker import ActivityTracker, AsyncActivityTracker
+from activity_tracker import ActivityTracker, AsyncActivityTracker, BackendConnectionError
 from redis_server import start_redis_server, stop_redis_server
 
 DAY = datetime.date(2024, 1, 10)
@@ -82,3 +82,8 @@ def test_the_async_tracker_works_on_a_cluster(cluster_url, prefix):
             return await tracker.lookup_daily(start=DAY, end=NEXT_DAY)
 
     assert asyncio.run(scenario()) == [(DAY, {None: 0, "all": 1, "x": 1})]
+
+
+def test_an_unreachable_cluster_raises_the_documented_error():
+    with pytest.raises(BackendConnectionError, match="Cluster"):
+        ActivityTracker(url="redis+cluster://127.0.0.1:1")

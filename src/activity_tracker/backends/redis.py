@@ -99,6 +99,8 @@ def _translated_errors() -> Iterator[None]:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise BackendConnectionError(f"cannot reach Redis: {exc}") from exc
+    except redis.exceptions.RedisClusterException as exc:  # not a RedisError: no nodes, no slots
+        raise BackendConnectionError(f"cannot reach the Redis Cluster: {exc}") from exc
     except redis.exceptions.ResponseError as exc:
         message = str(exc)
         if "WRONGTYPE" in message or "HyperLogLog" in message:
@@ -139,7 +141,8 @@ class RedisBackend(Backend):
         options = _RedisOptions(url, host, port, db, socket_timeout, prefix, retention)
         self.schema, self.retention = options.schema, options.retention
         self._owns_client = client is None
-        self.client = client if client is not None else options.client(redis)
+        with _translated_errors():  # a cluster client connects as it is made
+            self.client = client if client is not None else options.client(redis)
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
         self._scripts: dict[str, Script] = {
             name: self.client.register_script(source) for name, source in redis_plan.SCRIPTS.items()
@@ -206,7 +209,8 @@ class AsyncRedisBackend(AsyncBackend):
         options = _RedisOptions(url, host, port, db, socket_timeout, prefix, retention)
         self.schema, self.retention = options.schema, options.retention
         self._owns_client = client is None
-        self.client = client if client is not None else options.client(redis.asyncio)
+        with _translated_errors():
+            self.client = client if client is not None else options.client(redis.asyncio)
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
         self._scripts: dict[str, AsyncScript] = {
             name: self.client.register_script(source) for name, source in redis_plan.SCRIPTS.items()
