@@ -19,6 +19,7 @@ from activity_tracker import (
 )
 from activity_tracker.keys import KeySchema, encode_bucket
 from activity_tracker.periods import Period
+from redis_server import start_redis_server, stop_redis_server
 
 DAY = datetime.date(2024, 1, 10)
 NEXT_DAY = DAY + datetime.timedelta(days=1)
@@ -241,3 +242,15 @@ def test_async_tracker_takes_an_asyncio_client_and_reports_connection_errors(red
         return rows
 
     assert asyncio.run(scenario()) == [(DAY, {None: 1})]
+
+
+def test_a_redis_that_goes_away_raises_the_documented_error(tmp_path):
+    process, url = start_redis_server(tmp_path)
+    try:
+        tracker = ActivityTracker(url=url, socket_timeout=2)
+        tracker.track(id=1, date=DAY)
+    finally:
+        stop_redis_server(process)
+    with pytest.raises(BackendConnectionError) as caught:
+        tracker.track(id=2, date=DAY)
+    assert isinstance(caught.value.__cause__, redis.exceptions.ConnectionError)
