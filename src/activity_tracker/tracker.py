@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from . import arguments
@@ -53,6 +53,17 @@ def _load_backend(backend: object, options: dict[str, Any], kind: type, asyncio:
     return instance
 
 
+def _alias(method: str, **bound: Any) -> Callable[..., Any]:
+    """``track_daily(**kw)`` and friends: ``method`` with some arguments fixed. The result
+    is the method's (a coroutine for the asyncio tracker)."""
+
+    def alias(self: Any, **kwargs: Any) -> Any:
+        return getattr(self, method)(**bound, **kwargs)
+
+    alias.__doc__ = f"``{method}({', '.join(f'{k}={v!r}' for k, v in bound.items())}, ...)``."
+    return alias
+
+
 class _Tracker:
     """What both facades share: default periods, time zone, argument checking."""
 
@@ -60,6 +71,19 @@ class _Tracker:
     PERIOD_WEEKLY = WEEKLY
     PERIOD_MONTHLY = MONTHLY
     PERIOD_YEARLY = YEARLY
+
+    track_daily = _alias("track", periods=[DAILY])
+    track_weekly = _alias("track", periods=[WEEKLY])
+    track_monthly = _alias("track", periods=[MONTHLY])
+    track_yearly = _alias("track", periods=[YEARLY])
+    collapse_daily = _alias("collapse", periods=[DAILY])
+    collapse_weekly = _alias("collapse", periods=[WEEKLY])
+    collapse_monthly = _alias("collapse", periods=[MONTHLY])
+    collapse_yearly = _alias("collapse", periods=[YEARLY])
+    lookup_daily = _alias("lookup", period=DAILY)
+    lookup_weekly = _alias("lookup", period=WEEKLY)
+    lookup_monthly = _alias("lookup", period=MONTHLY)
+    lookup_yearly = _alias("lookup", period=YEARLY)
 
     def __init__(self, periods_: object, timezone: object) -> None:
         self.periods = arguments.period_kinds(periods_, (DAILY,))
@@ -187,54 +211,6 @@ class ActivityTracker(_Tracker):
         job = self._lookup_job(period, start, end, buckets)
         return arguments.lookup_rows(job, self.backend.lookup(job))
 
-    def track_daily(self, **kwargs: Any) -> None:
-        """``track(periods=[PERIOD_DAILY], ...)``."""
-        self.track(periods=[DAILY], **kwargs)
-
-    def track_weekly(self, **kwargs: Any) -> None:
-        """``track(periods=[PERIOD_WEEKLY], ...)``."""
-        self.track(periods=[WEEKLY], **kwargs)
-
-    def track_monthly(self, **kwargs: Any) -> None:
-        """``track(periods=[PERIOD_MONTHLY], ...)``."""
-        self.track(periods=[MONTHLY], **kwargs)
-
-    def track_yearly(self, **kwargs: Any) -> None:
-        """``track(periods=[PERIOD_YEARLY], ...)``."""
-        self.track(periods=[YEARLY], **kwargs)
-
-    def collapse_daily(self, **kwargs: Any) -> None:
-        """``collapse(periods=[PERIOD_DAILY], ...)``."""
-        self.collapse(periods=[DAILY], **kwargs)
-
-    def collapse_weekly(self, **kwargs: Any) -> None:
-        """``collapse(periods=[PERIOD_WEEKLY], ...)``."""
-        self.collapse(periods=[WEEKLY], **kwargs)
-
-    def collapse_monthly(self, **kwargs: Any) -> None:
-        """``collapse(periods=[PERIOD_MONTHLY], ...)``."""
-        self.collapse(periods=[MONTHLY], **kwargs)
-
-    def collapse_yearly(self, **kwargs: Any) -> None:
-        """``collapse(periods=[PERIOD_YEARLY], ...)``."""
-        self.collapse(periods=[YEARLY], **kwargs)
-
-    def lookup_daily(self, **kwargs: Any) -> list[Row]:
-        """``lookup(period=PERIOD_DAILY, ...)``."""
-        return self.lookup(period=DAILY, **kwargs)
-
-    def lookup_weekly(self, **kwargs: Any) -> list[Row]:
-        """``lookup(period=PERIOD_WEEKLY, ...)``."""
-        return self.lookup(period=WEEKLY, **kwargs)
-
-    def lookup_monthly(self, **kwargs: Any) -> list[Row]:
-        """``lookup(period=PERIOD_MONTHLY, ...)``."""
-        return self.lookup(period=MONTHLY, **kwargs)
-
-    def lookup_yearly(self, **kwargs: Any) -> list[Row]:
-        """``lookup(period=PERIOD_YEARLY, ...)``."""
-        return self.lookup(period=YEARLY, **kwargs)
-
 
 class AsyncActivityTracker(_Tracker):
     """The asyncio twin of :class:`ActivityTracker`: the same methods, to be awaited.
@@ -301,51 +277,3 @@ class AsyncActivityTracker(_Tracker):
         """See :meth:`ActivityTracker.lookup`."""
         job = self._lookup_job(period, start, end, buckets)
         return arguments.lookup_rows(job, await self.backend.lookup(job))
-
-    async def track_daily(self, **kwargs: Any) -> None:
-        """``track(periods=[PERIOD_DAILY], ...)``."""
-        await self.track(periods=[DAILY], **kwargs)
-
-    async def track_weekly(self, **kwargs: Any) -> None:
-        """``track(periods=[PERIOD_WEEKLY], ...)``."""
-        await self.track(periods=[WEEKLY], **kwargs)
-
-    async def track_monthly(self, **kwargs: Any) -> None:
-        """``track(periods=[PERIOD_MONTHLY], ...)``."""
-        await self.track(periods=[MONTHLY], **kwargs)
-
-    async def track_yearly(self, **kwargs: Any) -> None:
-        """``track(periods=[PERIOD_YEARLY], ...)``."""
-        await self.track(periods=[YEARLY], **kwargs)
-
-    async def collapse_daily(self, **kwargs: Any) -> None:
-        """``collapse(periods=[PERIOD_DAILY], ...)``."""
-        await self.collapse(periods=[DAILY], **kwargs)
-
-    async def collapse_weekly(self, **kwargs: Any) -> None:
-        """``collapse(periods=[PERIOD_WEEKLY], ...)``."""
-        await self.collapse(periods=[WEEKLY], **kwargs)
-
-    async def collapse_monthly(self, **kwargs: Any) -> None:
-        """``collapse(periods=[PERIOD_MONTHLY], ...)``."""
-        await self.collapse(periods=[MONTHLY], **kwargs)
-
-    async def collapse_yearly(self, **kwargs: Any) -> None:
-        """``collapse(periods=[PERIOD_YEARLY], ...)``."""
-        await self.collapse(periods=[YEARLY], **kwargs)
-
-    async def lookup_daily(self, **kwargs: Any) -> list[Row]:
-        """``lookup(period=PERIOD_DAILY, ...)``."""
-        return await self.lookup(period=DAILY, **kwargs)
-
-    async def lookup_weekly(self, **kwargs: Any) -> list[Row]:
-        """``lookup(period=PERIOD_WEEKLY, ...)``."""
-        return await self.lookup(period=WEEKLY, **kwargs)
-
-    async def lookup_monthly(self, **kwargs: Any) -> list[Row]:
-        """``lookup(period=PERIOD_MONTHLY, ...)``."""
-        return await self.lookup(period=MONTHLY, **kwargs)
-
-    async def lookup_yearly(self, **kwargs: Any) -> list[Row]:
-        """``lookup(period=PERIOD_YEARLY, ...)``."""
-        return await self.lookup(period=YEARLY, **kwargs)
