@@ -56,8 +56,18 @@ class _RedisOptions:
         self.host, self.port, self.db = host or "localhost", port or 6379, db or 0
         self.socket_timeout = socket_timeout
 
-    def client(self, module: Any) -> Any:
-        """A client from ``module`` (``redis`` or ``redis.asyncio``) for these options."""
+    def connect(self, client: Any, module: Any, client_types: tuple[type, ...]) -> Any:
+        """``client`` if given (it must be one of ``client_types``), else a new client from
+        ``module`` (``redis`` or ``redis.asyncio``) for these options."""
+        if client is not None:
+            if not isinstance(client, client_types):
+                names = " or ".join(f"{t.__module__}.{t.__name__}" for t in client_types)
+                raise TypeError(f"client must be a {names}, not {type(client).__name__}")
+            return client
+        with _translated_errors():  # a cluster client connects as it is made
+            return self._new_client(module)
+
+    def _new_client(self, module: Any) -> Any:
         if self.url is None:
             return module.Redis(
                 host=self.host, port=self.port, db=self.db, socket_timeout=self.socket_timeout
@@ -90,6 +100,11 @@ def _retention_seconds(retention: datetime.timedelta | float | None) -> int | No
 def _unpipelinable(requests: list[redis_plan.Request], cluster: bool) -> bool:
     """redis-py's cluster pipelines refuse scripts: on a cluster they go one by one."""
     return cluster and any(isinstance(r, redis_plan.ScriptCall) for r in requests)
+
+
+def _register_scripts(client: Any) -> Any:
+    """Every script of :data:`redis_plan.SCRIPTS`, registered once on ``client``."""
+    return {name: client.register_script(source) for name, source in redis_plan.SCRIPTS.items()}
 
 
 @contextmanager
@@ -134,19 +149,12 @@ class RedisBackend(Backend):
         prefix: str = DEFAULT_PREFIX,
         retention: datetime.timedelta | float | None = DEFAULT_RETENTION,
     ) -> None:
-        if client is not None and not isinstance(client, redis.Redis | redis.cluster.RedisCluster):
-            raise TypeError(
-                f"client must be a redis.Redis or RedisCluster, not {type(client).__name__}"
-            )
         options = _RedisOptions(url, host, port, db, socket_timeout, prefix, retention)
         self.schema, self.retention = options.schema, options.retention
         self._owns_client = client is None
-        with _translated_errors():  # a cluster client connects as it is made
-            self.client = client if client is not None else options.client(redis)
+        self.client = options.connect(client, redis, (redis.Redis, redis.cluster.RedisCluster))
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
-        self._scripts: dict[str, Script] = {
-            name: self.client.register_script(source) for name, source in redis_plan.SCRIPTS.items()
-        }
+        self._scripts: dict[str, Script] = _register_scripts(self.client)
 
     def track(self, activity: Activity) -> None:
         self._run(redis_plan.track(self.schema, activity, self._split_periods))
@@ -200,21 +208,14 @@ class AsyncRedisBackend(AsyncBackend):
         prefix: str = DEFAULT_PREFIX,
         retention: datetime.timedelta | float | None = DEFAULT_RETENTION,
     ) -> None:
-        async_clients = (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
-        if client is not None and not isinstance(client, async_clients):
-            raise TypeError(
-                "client must be a redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster, "
-                f"not {type(client).__name__}"
-            )
         options = _RedisOptions(url, host, port, db, socket_timeout, prefix, retention)
         self.schema, self.retention = options.schema, options.retention
         self._owns_client = client is None
-        with _translated_errors():
-            self.client = client if client is not None else options.client(redis.asyncio)
+        self.client = options.connect(
+            client, redis.asyncio, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
+        )
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
-        self._scripts: dict[str, AsyncScript] = {
-            name: self.client.register_script(source) for name, source in redis_plan.SCRIPTS.items()
-        }
+        self._scripts: dict[str, AsyncScript] = _register_scripts(self.client)
 
     async def track(self, activity: Activity) -> None:
         await self._run(redis_plan.track(self.schema, activity, self._split_periods))
