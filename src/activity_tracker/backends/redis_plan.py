@@ -25,9 +25,14 @@ from ..keys import (
 )
 from ..periods import Period
 
+
+def _resource(name: str) -> str:
+    return files("activity_tracker.resources").joinpath(name).read_text(encoding="utf-8")
+
+
+# Each script is its .lua file after the shared guard against foreign keys.
 SCRIPTS = {
-    name: files("activity_tracker.resources").joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    for name in ("track", "collapse")
+    name: _resource("guard.lua") + _resource(f"{name}.lua") for name in ("track", "collapse")
 }
 
 

@@ -11,19 +11,14 @@ local retention = ARGV[1]
 local measured = tonumber(ARGV[2])
 local aggregates = tonumber(ARGV[3])
 
--- Refuse before writing anything if a key holds someone else's data.
-for i = 1, #KEYS do
-  local expected = 'set'
+local refused = foreign_key_error(function(i)
   if i > 2 and (i - 3) % 3 == 0 then
-    expected = 'string'
+    return 'string'
   end
-  local actual = redis.call('TYPE', KEYS[i]).ok
-  if actual == 'string' and expected == 'string' and redis.call('GETRANGE', KEYS[i], 0, 3) ~= 'HYLL' then
-    actual = 'string that is not a HyperLogLog'
-  end
-  if actual ~= 'none' and actual ~= expected then
-    return redis.error_reply('WRONGTYPE activity-tracker key ' .. KEYS[i] .. ' holds a ' .. actual)
-  end
+  return 'set'
+end)
+if refused then
+  return refused
 end
 
 local results = {}

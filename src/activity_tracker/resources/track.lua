@@ -11,20 +11,15 @@ local discards = ARGV[2] == '1'
 local id, bucket_code, old_id = ARGV[3], ARGV[4], ARGV[5]
 local stride = 1 + (discards and 3 or 0) + (adds and 4 or 0)
 
--- Refuse before writing anything if a key holds someone else's data.
-for i = 1, #KEYS do
+local refused = foreign_key_error(function(i)
   local offset = (i - 1) % stride
-  local expected = 'set'
   if (discards and offset == 1) or (adds and offset == stride - 3) then
-    expected = 'string'
+    return 'string'
   end
-  local actual = redis.call('TYPE', KEYS[i]).ok
-  if actual == 'string' and expected == 'string' and redis.call('GETRANGE', KEYS[i], 0, 3) ~= 'HYLL' then
-    actual = 'string that is not a HyperLogLog'
-  end
-  if actual ~= 'none' and actual ~= expected then
-    return redis.error_reply('WRONGTYPE activity-tracker key ' .. KEYS[i] .. ' holds a ' .. actual)
-  end
+  return 'set'
+end)
+if refused then
+  return refused
 end
 
 for base = 0, #KEYS - 1, stride do
