@@ -17,8 +17,9 @@ local discards = ARGV[2] == '1'
 local id, bucket_code, old_id = ARGV[3], ARGV[4], ARGV[5]
 local stride = 1 + (discards and 3 or 0) + (adds and 4 or 0)
 
+local problem = nil  -- the first key found holding someone else's data
 local function refuse(key, what)
-  error({err = 'WRONGTYPE activity-tracker key ' .. key .. ' holds ' .. what})
+  problem = problem or ('WRONGTYPE activity-tracker key ' .. key .. ' holds ' .. what)
 end
 
 -- A set probe: SISMEMBER, which fails on a key of another type.
@@ -67,6 +68,9 @@ for base = 0, #KEYS - 1, stride do
     probe_set(plan.moved, old_id)
   end
   plans[#plans + 1] = plan
+end
+if problem then
+  return redis.error_reply(problem)
 end
 
 -- Second pass: write.
