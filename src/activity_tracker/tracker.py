@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from . import arguments
 from .backends.base import AsyncBackend, Backend
+from .batch import DEFAULT_MAX_EVENTS, ActivityChecker, AsyncBatch, Batch, Event
 from .keys import Bucket
 from .periods import DAILY, MONTHLY, WEEKLY, YEARLY, resolve_timezone
 
@@ -88,6 +89,7 @@ class _Tracker:
     def __init__(self, periods_: object, timezone: object) -> None:
         self.periods = arguments.period_kinds(periods_, (DAILY,))
         self.timezone = resolve_timezone(timezone)
+        self._checker = ActivityChecker(self.periods, self.timezone)
 
     def _activity(
         self,
@@ -98,8 +100,7 @@ class _Tracker:
         old_bucket: object,
         date: object,
     ) -> arguments.Activity:
-        kinds = arguments.period_kinds(periods_, self.periods)
-        return arguments.activity(kinds, self.timezone, id, bucket, old_id, old_bucket, date)
+        return self._checker.activity(id, bucket, old_id, old_bucket, date, periods_)
 
     def _collapse_job(
         self,
@@ -174,6 +175,26 @@ class ActivityTracker(_Tracker):
         One round trip to Redis whatever the number of periods.
         """
         self.backend.track(self._activity(periods, id, bucket, old_id, old_bucket, date))
+
+    def track_many(self, events: Iterable[Event]) -> int:
+        """Record many events with the counts that calling :meth:`track` on each, in order,
+        would give, sending them together (multi-element ``PFADD``; a user seen many times
+        costs one element); return how many events were recorded.
+
+        Each event is a dict of :meth:`track`'s arguments (``{"id": 1, "bucket": "web"}``) or
+        a tuple of them in order ``(id, bucket, old_id, old_bucket, date, periods)``. Events
+        are sent every 10,000, so ``events`` may be a generator of any length. A bad event
+        raises ``TypeError``/``ValueError`` naming ``events[i]``; the events before it are
+        recorded, as with :meth:`track`.
+        """
+        with self.batch() as batch:
+            return batch.track_many(events)
+
+    def batch(self, max_events: int = DEFAULT_MAX_EVENTS) -> Batch:
+        """A :class:`~activity_tracker.batch.Batch`: ``with tracker.batch() as b: b.track(...)``
+        collects events and sends them ``max_events`` at a time and when the block ends, with
+        the counts of calling :meth:`track` on each in order."""
+        return Batch(self, max_events)
 
     def collapse(
         self,
@@ -253,6 +274,16 @@ class AsyncActivityTracker(_Tracker):
     ) -> None:
         """See :meth:`ActivityTracker.track`."""
         await self.backend.track(self._activity(periods, id, bucket, old_id, old_bucket, date))
+
+    async def track_many(self, events: Iterable[Event]) -> int:
+        """See :meth:`ActivityTracker.track_many`."""
+        async with self.batch() as batch:
+            return await batch.track_many(events)
+
+    def batch(self, max_events: int = DEFAULT_MAX_EVENTS) -> AsyncBatch:
+        """See :meth:`ActivityTracker.batch`; use ``async with tracker.batch() as b:`` and
+        ``await b.track(...)``."""
+        return AsyncBatch(self, max_events)
 
     async def collapse(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from ..arguments import Activity, CollapseJob, LookupJob
 from ..keys import Bucket
@@ -19,6 +19,12 @@ class Backend(ABC):
     @abstractmethod
     def track(self, activity: Activity) -> None:
         """Record one activity in each of its periods, in one round trip where there is one."""
+
+    def track_many(self, activities: Iterable[Activity]) -> None:
+        """Record activities with the result of calling :meth:`track` on each in order (the
+        default does just that; stores override it to send them together)."""
+        for activity in activities:
+            self.track(activity)
 
     @abstractmethod
     def collapse(self, job: CollapseJob) -> None:
@@ -40,6 +46,11 @@ class AsyncBackend(ABC):
     @abstractmethod
     async def track(self, activity: Activity) -> None:
         """See :meth:`Backend.track`."""
+
+    async def track_many(self, activities: Iterable[Activity]) -> None:
+        """See :meth:`Backend.track_many`."""
+        for activity in activities:
+            await self.track(activity)
 
     @abstractmethod
     async def collapse(self, job: CollapseJob) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,7 +15,6 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
-from redis.commands.core import AsyncScript, Script
 
 from ..arguments import Activity, CollapseJob, LookupJob
 from ..errors import BackendConnectionError, StorageError, WrongKeyTypeError
@@ -102,9 +102,33 @@ def _unpipelinable(requests: list[redis_plan.Request], cluster: bool) -> bool:
     return cluster and any(isinstance(r, redis_plan.ScriptCall) for r in requests)
 
 
-def _register_scripts(client: Any) -> Any:
-    """Every script of :data:`redis_plan.SCRIPTS`, registered once on ``client``."""
-    return {name: client.register_script(source) for name, source in redis_plan.SCRIPTS.items()}
+# The SHA1 by which EVALSHA names each script of redis_plan.SCRIPTS.
+_SHAS = {
+    name: hashlib.sha1(source.encode("utf-8")).hexdigest()
+    for name, source in redis_plan.SCRIPTS.items()
+}
+
+
+def _evalsha_args(call: redis_plan.ScriptCall) -> tuple[Any, ...]:
+    return ("EVALSHA", _SHAS[call.script], len(call.keys), *call.keys, *call.args)
+
+
+def _command_args(request: redis_plan.Request) -> tuple[Any, ...]:
+    if isinstance(request, redis_plan.Command):
+        return request.args
+    return _evalsha_args(request)
+
+
+def _unknown_script(reply: object) -> bool:
+    return isinstance(reply, redis.exceptions.NoScriptError)
+
+
+def _first_error(replies: list[Any]) -> list[Any]:
+    """``replies``, once no reply is an error (the first one is raised)."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 @contextmanager
@@ -154,10 +178,12 @@ class RedisBackend(Backend):
         self._owns_client = client is None
         self.client = options.connect(client, redis, (redis.Redis, redis.cluster.RedisCluster))
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
-        self._scripts: dict[str, Script] = _register_scripts(self.client)
 
     def track(self, activity: Activity) -> None:
         self._run(redis_plan.track(self.schema, activity, self._split_periods))
+
+    def track_many(self, activities: Iterable[Activity]) -> None:
+        self._run(redis_plan.track_many(self.schema, activities))
 
     def collapse(self, job: CollapseJob) -> None:
         self._run(redis_plan.collapse(self.schema, job, self.retention, time.time()))
@@ -180,17 +206,28 @@ class RedisBackend(Backend):
                 return result
 
     def _send(self, requests: list[redis_plan.Request]) -> list[Any]:
+        """One round trip (a pipeline when there are several requests). Scripts are called by
+        SHA; one the server does not know yet is loaded and its call sent again (the requests
+        of one round trip are independent of each other, so only the refused ones are)."""
         if len(requests) == 1 or _unpipelinable(requests, self._split_periods):
-            return [self._send_one(request, self.client) for request in requests]
+            return [self._send_one(request) for request in requests]
         with self.client.pipeline(transaction=False) as pipe:
             for request in requests:
-                self._send_one(request, pipe)
-            return list(pipe.execute())
+                pipe.execute_command(*_command_args(request))
+            replies = list(pipe.execute(raise_on_error=False))
+        for index, reply in enumerate(replies):
+            if _unknown_script(reply):
+                replies[index] = self._send_one(requests[index])
+        return _first_error(replies)
 
-    def _send_one(self, request: redis_plan.Request, client: Any) -> Any:
-        if isinstance(request, redis_plan.ScriptCall):
-            return self._scripts[request.script](request.keys, request.args, client=client)
-        return client.execute_command(*request.args)
+    def _send_one(self, request: redis_plan.Request) -> Any:
+        if isinstance(request, redis_plan.Command):
+            return self.client.execute_command(*request.args)
+        try:
+            return self.client.execute_command(*_evalsha_args(request))
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(redis_plan.SCRIPTS[request.script])
+            return self.client.execute_command(*_evalsha_args(request))
 
 
 class AsyncRedisBackend(AsyncBackend):
@@ -215,10 +252,12 @@ class AsyncRedisBackend(AsyncBackend):
             client, redis.asyncio, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
         )
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
-        self._scripts: dict[str, AsyncScript] = _register_scripts(self.client)
 
     async def track(self, activity: Activity) -> None:
         await self._run(redis_plan.track(self.schema, activity, self._split_periods))
+
+    async def track_many(self, activities: Iterable[Activity]) -> None:
+        await self._run(redis_plan.track_many(self.schema, activities))
 
     async def collapse(self, job: CollapseJob) -> None:
         await self._run(redis_plan.collapse(self.schema, job, self.retention, time.time()))
@@ -241,15 +280,23 @@ class AsyncRedisBackend(AsyncBackend):
                 return result
 
     async def _send(self, requests: list[redis_plan.Request]) -> list[Any]:
+        """See :meth:`RedisBackend._send`."""
         if len(requests) == 1 or _unpipelinable(requests, self._split_periods):
-            return [await self._send_one(request, self.client) for request in requests]
+            return [await self._send_one(request) for request in requests]
         async with self.client.pipeline(transaction=False) as pipe:
             for request in requests:
-                await self._send_one(request, pipe)
-            return list(await pipe.execute())
+                pipe.execute_command(*_command_args(request))
+            replies = list(await pipe.execute(raise_on_error=False))
+        for index, reply in enumerate(replies):
+            if _unknown_script(reply):
+                replies[index] = await self._send_one(requests[index])
+        return _first_error(replies)
 
-    async def _send_one(self, request: redis_plan.Request, client: Any) -> Any:
-        if isinstance(request, redis_plan.ScriptCall):
-            return await self._scripts[request.script](request.keys, request.args, client=client)
-        result = client.execute_command(*request.args)
-        return await result if client is self.client else result
+    async def _send_one(self, request: redis_plan.Request) -> Any:
+        if isinstance(request, redis_plan.Command):
+            return await self.client.execute_command(*request.args)
+        try:
+            return await self.client.execute_command(*_evalsha_args(request))
+        except redis.exceptions.NoScriptError:
+            await self.client.script_load(redis_plan.SCRIPTS[request.script])
+            return await self.client.execute_command(*_evalsha_args(request))

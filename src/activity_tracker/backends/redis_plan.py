@@ -8,8 +8,10 @@ one copy of the logic, and it can be tested with plain data.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
+import dataclasses
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib.resources import files
 from typing import Any, TypeVar
 
@@ -32,7 +34,8 @@ def _resource(name: str) -> str:
 
 # Each script is its .lua file after the shared guard against foreign keys.
 SCRIPTS = {
-    name: _resource("guard.lua") + _resource(f"{name}.lua") for name in ("track", "collapse")
+    name: _resource("guard.lua") + _resource(f"{name}.lua")
+    for name in ("track", "track_many", "collapse")
 }
 
 
@@ -75,8 +78,32 @@ def track_call(schema: KeySchema, activity: Activity, periods: Sequence[Period])
     """The ``track.lua`` call recording ``activity`` in ``periods``."""
     adds = activity.id is not None
     discards = activity.old_id is not None
-    new_code = encode_bucket(activity.bucket)
-    old_code = encode_bucket(activity.old_bucket)
+    args = (
+        "1" if adds else "0",
+        "1" if discards else "0",
+        activity.id or "",
+        _code(activity.bucket),
+        activity.old_id or "",
+    )
+    keys = _track_keys(schema, tuple(periods), activity.bucket, activity.old_bucket, adds, discards)
+    return ScriptCall("track", keys, args)
+
+
+# Naming keys costs more than the rest of a track() call: most calls repeat the keys of the
+# previous one (same day, same buckets), so the last few thousand key lists are kept.
+_code = lru_cache(maxsize=4096)(encode_bucket)
+
+
+@lru_cache(maxsize=4096)
+def _track_keys(
+    schema: KeySchema,
+    periods: tuple[Period, ...],
+    bucket: Bucket,
+    old_bucket: Bucket,
+    adds: bool,
+    discards: bool,
+) -> tuple[str, ...]:
+    new_code, old_code = _code(bucket), _code(old_bucket)
     keys: list[str] = []
     for period in periods:
         keys.append(schema.moved(period))
@@ -85,14 +112,113 @@ def track_call(schema: KeySchema, activity: Activity, periods: Sequence[Period])
         if adds:
             keys.append(schema.buckets(period))
             keys.extend(schema.bucket_keys(period, new_code))
-    args = (
-        "1" if adds else "0",
-        "1" if discards else "0",
-        activity.id or "",
-        new_code,
-        activity.old_id or "",
-    )
-    return ScriptCall("track", tuple(keys), args)
+    return tuple(keys)
+
+
+def track_many(schema: KeySchema, activities: Iterable[Activity]) -> Operation[None]:
+    """Record many activities, with the result of recording them one by one in order: one
+    ``track_many.lua`` call per period, all in one round trip (see :class:`BatchGroups`)."""
+    groups = BatchGroups()
+    for activity in activities:
+        groups.add(activity)
+    calls = groups.script_calls(schema)
+    if calls:
+        yield calls
+
+
+@dataclass(slots=True)
+class _BucketGroup:
+    """What a batch does to one bucket of one period (ids as sets: each costs one element).
+
+    ``check``: ids added before any move of theirs in the batch; whether the server already
+    has them in ``moved`` decides their correction, as in ``track.lua``. ``out`` and ``back``:
+    ids moved in the batch whose last operation on this bucket was a move out (they end in
+    the bucket's ``out`` set) or an add (they end in ``back``).
+    """
+
+    registered: bool = False
+    check: set[str] = dataclasses.field(default_factory=set)
+    out: set[str] = dataclasses.field(default_factory=set)
+    back: set[str] = dataclasses.field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _PeriodGroups:
+    moved: set[str] = dataclasses.field(default_factory=set)
+    buckets: dict[str, _BucketGroup] = dataclasses.field(default_factory=dict)
+
+
+class BatchGroups:
+    """Activities grouped per period and bucket so that the result equals recording them one
+    at a time, in order, with ``track.lua``.
+
+    Why grouping is exact: within a period, what an operation reads and writes besides the
+    HyperLogLogs (which only grow, in any order) and the bucket registry (likewise) is the
+    membership of its own id in ``moved``, ``out`` and ``back``. Operations on different ids
+    therefore commute, and only the order of each id's own operations matters. An id's adds
+    before its first move in the batch see the server's ``moved`` as it was before the batch
+    (``check``); from its first move on it is in ``moved`` for sure, so its membership of each
+    bucket's ``out``/``back`` is decided by its last operation there (``out``/``back``).
+    The script applies ``check`` corrections first, then the moves, then ``out``/``back``.
+    """
+
+    def __init__(self) -> None:
+        self.periods: dict[Period, _PeriodGroups] = {}
+        self.elements = 0
+
+    def add(self, activity: Activity) -> None:
+        """Group one activity after those added before it."""
+        old_id, id = activity.old_id, activity.id
+        old_code = None if old_id is None else _code(activity.old_bucket)
+        code = None if id is None else _code(activity.bucket)
+        for period in activity.periods:
+            groups = self.periods.get(period)
+            if groups is None:
+                groups = self.periods[period] = _PeriodGroups()
+            if old_id is not None and old_code is not None:
+                group = groups.buckets.get(old_code)
+                if group is None:
+                    group = groups.buckets[old_code] = _BucketGroup()
+                groups.moved.add(old_id)
+                if old_id not in group.out:
+                    group.out.add(old_id)
+                    group.back.discard(old_id)
+                    self.elements += 1
+            if id is not None and code is not None:
+                group = groups.buckets.get(code)
+                if group is None:
+                    group = groups.buckets[code] = _BucketGroup(registered=True)
+                group.registered = True
+                if id in groups.moved:
+                    if id not in group.back:
+                        group.back.add(id)
+                        group.out.discard(id)
+                        self.elements += 1
+                elif id not in group.check:
+                    group.check.add(id)
+                    self.elements += 1
+
+    def script_calls(self, schema: KeySchema) -> list[Request]:
+        """One ``track_many.lua`` call per period (periods may live on different nodes of a
+        cluster; each call is atomic for its period)."""
+        calls: list[Request] = []
+        for period, groups in self.periods.items():
+            keys = [schema.moved(period), schema.buckets(period)]
+            args: list[str] = [str(len(groups.moved)), *groups.moved]
+            for code, group in groups.buckets.items():
+                keys.extend(schema.bucket_keys(period, code))
+                args += (
+                    code,
+                    "1" if group.registered else "0",
+                    str(len(group.check)),
+                    str(len(group.out)),
+                    str(len(group.back)),
+                )
+                args += group.check
+                args += group.out
+                args += group.back
+            calls.append(ScriptCall("track_many", tuple(keys), tuple(args)))
+        return calls
 
 
 def collapse(

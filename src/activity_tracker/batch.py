@@ -1,0 +1,229 @@
+"""Sending many events at once: ``tracker.track_many(events)`` and ``tracker.batch()``.
+
+A batch gives the counts that calling ``track()`` on each event, in order, would give (id
+changes included), but sends the events together: on Redis, each distinct id goes once per
+period and bucket into a multi-element ``PFADD``, so a user seen fifty times in a batch costs
+one element. A batch holds at most ``max_events`` checked events before it sends them.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from . import arguments
+from .arguments import Activity
+from .keys import Bucket
+from .periods import Period, local_date
+
+if TYPE_CHECKING:
+    from .tracker import ActivityTracker, AsyncActivityTracker
+
+#: What ``track_many()`` takes for one event: a dict of ``track()``'s keyword arguments, or a
+#: tuple of its positional ones ``(id, bucket, old_id, old_bucket, date, periods)``.
+Event = Mapping[str, object] | Sequence[object]
+
+TRACK_ARGUMENTS = ("id", "bucket", "old_id", "old_bucket", "date", "periods")
+_ARGUMENT_NAMES = frozenset(TRACK_ARGUMENTS)
+DEFAULT_MAX_EVENTS = 10_000
+_CACHE_LIMIT = 4096
+
+
+class ActivityChecker:
+    """Checks ``track()`` arguments exactly as :func:`arguments.activity` does, remembering
+    the buckets already checked and the periods of each day seen, so that the common event
+    (an id, a known bucket, a date) costs little."""
+
+    def __init__(self, kinds: tuple[str, ...], timezone: datetime.tzinfo | None) -> None:
+        self.kinds = kinds
+        self.timezone = timezone
+        self._buckets: set[Bucket] = {None}
+        self._periods: dict[datetime.date, tuple[Period, ...]] = {}
+
+    def activity(
+        self,
+        id: object = None,
+        bucket: object = None,
+        old_id: object = None,
+        old_bucket: object = None,
+        date: object = None,
+        periods: object = None,
+    ) -> Activity:
+        """The checked activity of one ``track()`` call."""
+        if id is None or old_id is not None or old_bucket is not None or periods is not None:
+            kinds = arguments.period_kinds(periods, self.kinds)
+            return arguments.activity(kinds, self.timezone, id, bucket, old_id, old_bucket, date)
+        if type(id) is not str:
+            id = arguments.id_text(id, "id")
+        try:
+            known = bucket in self._buckets
+        except TypeError:  # unhashable: bucket_name says what is wrong with it
+            known = False
+        if not known:
+            bucket = arguments.bucket_name(bucket, "bucket")
+            if len(self._buckets) >= _CACHE_LIMIT:
+                self._buckets = {None}
+            self._buckets.add(bucket)
+        day = date if type(date) is datetime.date else local_date(date, self.timezone, "date")
+        found = self._periods.get(day)
+        if found is None:
+            if len(self._periods) >= _CACHE_LIMIT:
+                self._periods = {}
+            found = self._periods[day] = tuple(Period.containing(k, day) for k in self.kinds)
+        return Activity(found, id, bucket, None, None)  # type: ignore[arg-type]
+
+    def event(self, event: Event, index: int) -> Activity:
+        """The checked activity of ``events[index]``; errors name it."""
+        try:
+            if isinstance(event, Mapping):
+                if not _ARGUMENT_NAMES.issuperset(event):
+                    unknown = sorted(map(str, set(event).difference(_ARGUMENT_NAMES)))
+                    raise TypeError(
+                        f"unknown key(s) {', '.join(unknown)}; an event takes "
+                        f"{', '.join(TRACK_ARGUMENTS)}"
+                    )
+                return self.activity(**event)
+            if isinstance(event, str | bytes) or not isinstance(event, Sequence):
+                raise TypeError(
+                    "an event must be a dict of track() arguments or a tuple "
+                    f"(id, bucket, old_id, old_bucket, date, periods), not {type(event).__name__}"
+                )
+            if len(event) > len(TRACK_ARGUMENTS):
+                raise TypeError(f"an event tuple has at most {len(TRACK_ARGUMENTS)} items")
+            return self.activity(*event)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"events[{index}]: {exc}") from exc
+
+
+def _check_max_events(max_events: object) -> int:
+    if isinstance(max_events, bool) or not isinstance(max_events, int):
+        raise TypeError(f"max_events must be an int, not {type(max_events).__name__}")
+    if max_events < 1:
+        raise ValueError(f"max_events must be at least 1, not {max_events}")
+    return max_events
+
+
+class Batch:
+    """Events collected and sent together; made by :meth:`ActivityTracker.batch`.
+
+    ``track()`` takes the arguments of :meth:`ActivityTracker.track` and checks them at once
+    (a bad one raises there and is not kept; ``date=None`` means the day of the call). Events
+    are sent when ``max_events`` are pending, on :meth:`flush`, and when the ``with`` block
+    ends, even by an exception: what was tracked before an error is recorded, as with
+    ``track()``. Not thread-safe: use one batch per thread, or :class:`BufferedTracker`.
+    """
+
+    def __init__(self, tracker: ActivityTracker, max_events: int = DEFAULT_MAX_EVENTS) -> None:
+        self.tracker = tracker
+        self.max_events = _check_max_events(max_events)
+        self._checker = tracker._checker
+        self._pending: list[Activity] = []
+
+    @property
+    def pending(self) -> int:
+        """How many events are waiting to be sent."""
+        return len(self._pending)
+
+    def track(
+        self,
+        id: object = None,
+        bucket: Bucket = None,
+        old_id: object = None,
+        old_bucket: Bucket = None,
+        date: datetime.date | None = None,
+        periods: Iterable[str] | None = None,
+    ) -> None:
+        """Add one event; see :meth:`ActivityTracker.track`."""
+        self._pending.append(self._checker.activity(id, bucket, old_id, old_bucket, date, periods))
+        if len(self._pending) >= self.max_events:
+            self.flush()
+
+    def track_many(self, events: Iterable[Event]) -> int:
+        """Add every event of ``events`` (dicts or tuples, see :data:`Event`) in order; return
+        how many. A bad event raises ``TypeError``/``ValueError`` naming ``events[i]``."""
+        count = 0
+        pending, check, limit = self._pending, self._checker.event, self.max_events
+        for index, event in enumerate(events):
+            pending.append(check(event, index))
+            count += 1
+            if len(pending) >= limit:
+                self.flush()
+                pending = self._pending
+        return count
+
+    def flush(self) -> int:
+        """Send the pending events now; return how many were sent. If sending fails, the
+        error is raised and those events are not kept (a period's events are written all or
+        nothing, but each period is written on its own)."""
+        pending, self._pending = self._pending, []
+        if pending:
+            self.tracker.backend.track_many(pending)
+        return len(pending)
+
+    def close(self) -> None:
+        """Send what is pending."""
+        self.flush()
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.flush()
+
+
+class AsyncBatch:
+    """The asyncio twin of :class:`Batch`, made by :meth:`AsyncActivityTracker.batch`:
+    ``track()`` and ``track_many()`` are coroutines because they may send."""
+
+    def __init__(self, tracker: AsyncActivityTracker, max_events: int = DEFAULT_MAX_EVENTS) -> None:
+        self.tracker = tracker
+        self.max_events = _check_max_events(max_events)
+        self._checker = tracker._checker
+        self._pending: list[Activity] = []
+
+    @property
+    def pending(self) -> int:
+        """How many events are waiting to be sent."""
+        return len(self._pending)
+
+    async def track(
+        self,
+        id: object = None,
+        bucket: Bucket = None,
+        old_id: object = None,
+        old_bucket: Bucket = None,
+        date: datetime.date | None = None,
+        periods: Iterable[str] | None = None,
+    ) -> None:
+        """See :meth:`Batch.track`."""
+        self._pending.append(self._checker.activity(id, bucket, old_id, old_bucket, date, periods))
+        if len(self._pending) >= self.max_events:
+            await self.flush()
+
+    async def track_many(self, events: Iterable[Event]) -> int:
+        """See :meth:`Batch.track_many`."""
+        count = 0
+        for index, event in enumerate(events):
+            self._pending.append(self._checker.event(event, index))
+            count += 1
+            if len(self._pending) >= self.max_events:
+                await self.flush()
+        return count
+
+    async def flush(self) -> int:
+        """See :meth:`Batch.flush`."""
+        pending, self._pending = self._pending, []
+        if pending:
+            await self.tracker.backend.track_many(pending)
+        return len(pending)
+
+    async def close(self) -> None:
+        """Send what is pending."""
+        await self.flush()
+
+    async def __aenter__(self) -> AsyncBatch:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.flush()
