@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import math
 import os
@@ -110,7 +111,14 @@ _SHAS = {
 
 
 def _evalsha_args(call: redis_plan.ScriptCall) -> tuple[Any, ...]:
-    return ("EVALSHA", _SHAS[call.script], len(call.keys), *call.keys, *call.args)
+    return ("EVALSHA", _SHAS[call.script], len(call.keys), *_encoded(call.keys), *call.args)
+
+
+@functools.lru_cache(maxsize=1024)
+def _encoded(keys: tuple[str, ...]) -> tuple[bytes, ...]:
+    """Key names as UTF-8, kept: successive track() calls mostly name the same keys, and
+    redis-py packs bytes faster than str."""
+    return tuple(key.encode("utf-8") for key in keys)
 
 
 def _command_args(request: redis_plan.Request) -> tuple[Any, ...]:
