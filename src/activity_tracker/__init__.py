@@ -5,6 +5,8 @@
 """
 
 from .backends.base import AsyncBackend, Backend
+from .batch import AsyncBatch, Batch
+from .buffer import BufferedTracker
 from .errors import ActivityTrackerError, BackendConnectionError, StorageError, WrongKeyTypeError
 from .tracker import ActivityTracker, AsyncActivityTracker
 
@@ -13,8 +15,11 @@ __all__ = [
     "ActivityTrackerError",
     "AsyncActivityTracker",
     "AsyncBackend",
+    "AsyncBatch",
     "Backend",
     "BackendConnectionError",
+    "Batch",
+    "BufferedTracker",
     "StorageError",
     "WrongKeyTypeError",
 ]

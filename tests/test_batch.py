@@ -1,0 +1,250 @@
+"""The batch path (``track_many``, ``batch()``) and ``BufferedTracker``: arguments, errors,
+round trips, de-duplication, asyncio, threads. Exactness under random sequences is
+``test_batch_model.py``'s job."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import threading
+import time
+
+import pytest
+import redis
+
+from activity_tracker import (
+    ActivityTracker,
+    AsyncActivityTracker,
+    Backend,
+    BackendConnectionError,
+    BufferedTracker,
+    WrongKeyTypeError,
+)
+from activity_tracker.arguments import Activity
+from activity_tracker.backends import redis_plan
+from activity_tracker.keys import KeySchema, encode_bucket
+from activity_tracker.periods import Period
+from test_redis_backend import CountingConnection, round_trips
+
+DAY = datetime.date(2024, 1, 10)
+NEXT_DAY = DAY + datetime.timedelta(days=1)
+ONE_DAY = {"start": DAY, "end": NEXT_DAY}
+USERS = [f"user-{n}" for n in range(10)]  # a p=14 HLL counts these exactly
+
+
+def counts_on(tracker: ActivityTracker) -> dict[object, int]:
+    tracker.collapse(date=NEXT_DAY, aggregate_buckets={"all": ["anon", "auth"]})
+    [(_, counts)] = tracker.lookup_daily(**ONE_DAY)
+    return counts
+
+
+LOGIN_STORY = [
+    {"id": "s1", "bucket": "anon", "date": DAY},
+    ("s2", "anon", None, None, DAY),
+    {"id": "s2", "bucket": "anon", "date": DAY},
+    {"id": 1, "bucket": "auth", "old_id": "s2", "old_bucket": "anon", "date": DAY},
+    (2, "auth", None, None, DAY, ["daily"]),
+    {"old_id": "s1", "old_bucket": "anon", "date": DAY},
+    {"id": "s1", "bucket": "anon", "date": DAY},
+]
+
+
+def test_track_many_counts_like_track_one_by_one(make_tracker):
+    one, many = make_tracker(), make_tracker()
+    for event in LOGIN_STORY:
+        if isinstance(event, dict):
+            one.track(**event)
+        else:
+            one.track(*event)
+    assert many.track_many(iter(LOGIN_STORY)) == len(LOGIN_STORY)
+    assert counts_on(many) == counts_on(one) == {"anon": 1, "auth": 2, "all": 3}
+
+
+def test_a_batch_sends_when_full_and_when_the_block_ends(make_tracker):
+    tracker = make_tracker()
+    with tracker.batch(max_events=3) as batch:
+        for user in USERS[:4]:
+            batch.track(id=user, bucket="anon", date=DAY)
+        assert batch.pending == 1  # three were sent
+    assert batch.pending == 0
+    assert counts_on(tracker)["anon"] == 4
+
+
+def test_bad_events_name_their_index_and_the_events_before_are_recorded(make_tracker):
+    tracker = make_tracker()
+    events = [{"id": "a", "date": DAY}, {"id": "b", "date": DAY}, {"id": "c", "bucket": 5}]
+    with pytest.raises(TypeError, match=r"events\[2\]: bucket must be a str"):
+        tracker.track_many(events)
+    with pytest.raises(TypeError, match=r"events\[0\]: unknown key\(s\) user"):
+        tracker.track_many([{"user": 1}])
+    with pytest.raises(ValueError, match=r"events\[1\]: track\(\) needs id"):
+        tracker.track_many([("d",), (None, "x")])
+    with pytest.raises(TypeError, match=r"events\[0\]: an event must be a dict"):
+        tracker.track_many(["user-1"])
+    with pytest.raises(TypeError, match=r"events\[0\]: an event tuple has at most 6"):
+        tracker.track_many([(1, None, None, None, DAY, None, "extra")])
+    with pytest.raises(TypeError, match="date"):
+        tracker.batch().track(id=1, date="2024-01-10")
+    with pytest.raises(ValueError, match="max_events"):
+        tracker.batch(max_events=0)
+    tracker.collapse(date=NEXT_DAY)
+    assert tracker.lookup_daily(**ONE_DAY) == [(DAY, {None: 2})]
+
+
+def test_the_default_backend_batch_is_track_in_order():
+    seen: list[Activity] = []
+
+    class Recorder(Backend):
+        def track(self, activity):
+            seen.append(activity)
+
+        def collapse(self, job):
+            raise NotImplementedError
+
+        def lookup(self, job):
+            raise NotImplementedError
+
+    tracker = ActivityTracker(backend=Recorder())
+    tracker.track_many([("a", None, None, None, DAY), ("b", "web", "a", None, DAY)])
+    assert [(a.id, a.bucket, a.old_id) for a in seen] == [("a", None, None), ("b", "web", "a")]
+
+
+def test_a_user_seen_fifty_times_costs_one_element():
+    schema = KeySchema("p")
+    day = Period("daily", DAY)
+    events = [Activity((day,), "heavy", "web", None, None)] * 50
+    events.append(Activity((day,), "light", "web", None, None))
+    [call] = next(redis_plan.track_many(schema, events))
+    # no moves; bucket "web", registered, 2 ids to check, none out or back: each id once
+    assert call.args[:6] == ("0", encode_bucket("web"), "1", "2", "0", "0")
+    assert sorted(call.args[6:]) == ["heavy", "light"]
+    assert call.keys == (schema.moved(day), schema.buckets(day), *schema.bucket_keys(day, "b:web"))
+
+
+@pytest.fixture
+def counting_tracker(redis_url, prefix):
+    client = redis.Redis.from_url(redis_url, connection_class=CountingConnection)
+    periods = ["daily", "weekly", "monthly"]
+    tracker = ActivityTracker(periods=periods, client=client, prefix=prefix)
+    tracker.track_many([{"id": "warm-up", "date": DAY}])  # loads the script
+    yield tracker
+    client.close()
+
+
+def test_a_batch_is_one_round_trip_per_flush_whatever_the_periods(counting_tracker):
+    events = [
+        {"id": f"u{n % 300}", "bucket": f"b{n % 7}", "date": DAY + datetime.timedelta(n % 3)}
+        for n in range(2_000)
+    ]
+    events += [{"id": "x", "old_id": "u1", "old_bucket": "b1", "date": DAY}]
+    assert round_trips(lambda: counting_tracker.track_many(events)) == 1
+    with counting_tracker.batch(max_events=500) as batch:
+        assert round_trips(lambda: batch.track_many(events)) == 4
+
+
+def test_a_foreign_key_fails_the_batch_and_nothing_is_written(make_tracker, redis_client, prefix):
+    tracker = make_tracker(prefix=prefix, periods=["daily", "monthly"])
+    schema = KeySchema(prefix)
+    foreign = schema.hll(Period("daily", DAY), encode_bucket("theirs"))
+    redis_client.set(foreign, "someone else's value")
+    with pytest.raises(WrongKeyTypeError, match="theirs"):
+        tracker.track_many([{"id": 1, "bucket": "theirs", "date": DAY}])
+    assert redis_client.get(foreign) == b"someone else's value"
+    # The monthly period's call is separate (periods may sit on different cluster nodes):
+    # it went through; the daily one wrote nothing next to the foreign key.
+    assert not [k for k in redis_client.keys(f"{prefix}:*") if b"{d" in k and k != foreign.encode()]
+
+
+def test_an_unreachable_redis_fails_the_flush():
+    tracker = ActivityTracker(url="redis://127.0.0.1:1/0", socket_timeout=1)
+    with pytest.raises(BackendConnectionError):
+        tracker.track_many([{"id": 1}])
+
+
+def test_async_batch_counts_like_track(redis_url, prefix):
+    async def scenario():
+        async with AsyncActivityTracker(url=redis_url, prefix=prefix) as tracker:
+            assert await tracker.track_many(LOGIN_STORY) == len(LOGIN_STORY)
+            async with tracker.batch(max_events=2) as batch:
+                await batch.track(id="s3", bucket="anon", date=DAY)
+                await batch.track_many([{"id": "s4", "bucket": "anon", "date": DAY}])
+                assert batch.pending == 0
+                await batch.track(id="s5", bucket="anon", date=DAY)
+            await tracker.collapse(date=NEXT_DAY)
+            return await tracker.lookup_daily(**ONE_DAY)
+
+    assert asyncio.run(scenario()) == [(DAY, {"anon": 4, "auth": 2})]
+
+
+def test_buffered_tracker_sends_every_n_events(make_tracker):
+    tracker = make_tracker()
+    with BufferedTracker(tracker, max_events=5, interval=60) as buffered:
+        for user in USERS[:5]:
+            buffered.track(id=user, date=DAY)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and buffered._pending:
+            time.sleep(0.01)
+        assert not buffered._pending
+        buffered.track(id=USERS[5], date=DAY)
+        assert buffered.flush(timeout=10)
+        assert counts_on(tracker)[None] == 6
+        buffered.track_many([(USERS[6], None, None, None, DAY)])
+    assert counts_on(tracker)[None] == 7  # closing sent the last one
+    with pytest.raises(RuntimeError, match="closed"):
+        buffered.track(id=1)
+
+
+def test_buffered_tracker_sends_every_interval(make_tracker):
+    tracker = make_tracker()
+    buffered = BufferedTracker(tracker, max_events=1000, interval=0.05)
+    try:
+        buffered.track(id="a", date=DAY)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (buffered._pending or buffered._sending):
+            time.sleep(0.01)
+        assert counts_on(tracker)[None] == 1
+    finally:
+        buffered.close()
+
+
+def test_buffered_tracker_from_many_threads_counts_every_user(make_tracker):
+    tracker = make_tracker()
+    buffered = BufferedTracker(tracker, max_events=7, interval=0.01)
+
+    def work(offset):
+        for n in range(300):
+            buffered.track(id=USERS[(n + offset) % len(USERS)], bucket="anon", date=DAY)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    buffered.close()
+    assert buffered.lost == 0
+    assert counts_on(tracker)["anon"] == len(USERS)
+
+
+def test_buffered_tracker_logs_a_failed_send_and_raises_it_on_the_next_call(caplog):
+    tracker = ActivityTracker(url="redis://127.0.0.1:1/0", socket_timeout=1)
+    buffered = BufferedTracker(tracker, max_events=2, interval=60)
+    with caplog.at_level(logging.ERROR, logger="activity_tracker"):
+        buffered.track(id=1)
+        buffered.track(id=2)
+        with pytest.raises(BackendConnectionError):
+            buffered.flush(timeout=30)
+    assert "sending 2 buffered events failed" in caplog.text
+    assert buffered.lost == 2
+    buffered.track(id=3)  # the error was raised once; the buffer goes on
+    with pytest.raises(BackendConnectionError):
+        buffered.close()
+    assert buffered.lost == 3
+
+
+def test_buffered_tracker_checks_arguments_in_the_callers_thread(make_tracker):
+    with BufferedTracker(make_tracker()) as buffered:
+        with pytest.raises(TypeError, match="bucket"):
+            buffered.track(id=1, bucket=2)
+        with pytest.raises(ValueError, match="interval"):
+            BufferedTracker(buffered.tracker, interval=0)
