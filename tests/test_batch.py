@@ -116,10 +116,15 @@ def test_a_user_seen_fifty_times_costs_one_element():
     events = [Activity((day,), "heavy", "web", None, None)] * 50
     events.append(Activity((day,), "light", "web", None, None))
     [call] = next(redis_plan.track_many(schema, events))
-    # no moves; bucket "web", registered, 2 ids to check, none out or back: each id once
-    assert call.args[:6] == ("0", encode_bucket("web"), "1", "2", "0", "0")
-    assert sorted(call.args[6:]) == ["heavy", "light"]
+    # No moves; bucket "web", registered; 2 ids to check, joined in one argument; none out
+    # or back: each id once.
+    moved, code, registered, check, joined, out, back = call.args
+    assert (moved, code, registered, check, out, back) == ("0", "b:web", "1", "-2", "0", "0")
+    assert sorted(joined.split("\n")) == ["heavy", "light"]
     assert call.keys == (schema.moved(day), schema.buckets(day), *schema.bucket_keys(day, "b:web"))
+    # An id holding a newline makes its list go one id per argument.
+    [call] = next(redis_plan.track_many(schema, [Activity((day,), "a\nb", None, None, None)]))
+    assert call.args == ("0", "default", "1", "1", "a\nb", "0", "0")
 
 
 @pytest.fixture

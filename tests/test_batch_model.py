@@ -20,7 +20,7 @@ from activity_tracker.periods import DAILY, WEEKLY, Period
 from test_model import AFTER, BUCKETS, DAYS, MONDAY, Model, PeriodModel
 
 # Few ids and buckets, so that one batch often moves, re-tracks and re-moves the same id.
-IDS = ["a", "b", "c", 4]
+IDS = ["a", "b", "c\nd", 4]  # "c\nd": its lists cannot be sent newline-joined
 ids = st.sampled_from(IDS)
 buckets = st.sampled_from(BUCKETS)
 days = st.sampled_from(DAYS[:2])

@@ -9,7 +9,7 @@ one element. A batch holds at most ``max_events`` checked events before it sends
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from . import arguments
@@ -72,6 +72,58 @@ class ActivityChecker:
                 self._periods = {}
             found = self._periods[day] = tuple(Period.containing(k, day) for k in self.kinds)
         return Activity(found, id, bucket, None, None)  # type: ignore[arg-type]
+
+    def extend(
+        self, pending: list[Activity], events: Iterator[Event], first_index: int, room: int
+    ) -> int:
+        """Check up to ``room`` events from ``events`` into ``pending``; return how many were
+        taken (fewer than ``room`` only when ``events`` ran out). ``first_index`` is the index
+        of the next event in the caller's ``events``, for error messages.
+
+        The common event (a tuple or dict with an id, a bucket already seen and a
+        ``datetime.date`` already seen, no id change) is checked inline here; any other goes
+        through :meth:`event`, which checks it in full.
+        """
+        append, buckets, periods_of = pending.append, self._buckets, self._periods
+        taken = 0
+        for event in events:
+            try:
+                if type(event) is tuple and len(event) == 5:
+                    new_id, bucket, old_id, old_bucket, date = event
+                elif type(event) is dict and _ARGUMENT_NAMES.issuperset(event):
+                    get = event.get
+                    new_id, bucket, old_id, old_bucket, date = (
+                        get("id"),
+                        get("bucket"),
+                        get("old_id"),
+                        get("old_bucket"),
+                        get("date"),
+                    )
+                    if get("periods") is not None:
+                        new_id = None  # the full check
+                else:
+                    new_id = None
+                if (
+                    type(new_id) is str
+                    and old_id is None
+                    and old_bucket is None
+                    and type(date) is datetime.date
+                    and bucket in buckets
+                ):
+                    found = periods_of.get(date)
+                    if found is not None:
+                        append(Activity(found, new_id, bucket, None, None))
+                        taken += 1
+                        if taken == room:
+                            break
+                        continue
+            except TypeError:  # an unhashable bucket: the full check says what is wrong
+                pass
+            append(self.event(event, first_index + taken))
+            taken += 1
+            if taken == room:
+                break
+        return taken
 
     def event(self, event: Event, index: int) -> Activity:
         """The checked activity of ``events[index]``; errors name it."""
@@ -142,15 +194,15 @@ class Batch:
     def track_many(self, events: Iterable[Event]) -> int:
         """Add every event of ``events`` (dicts or tuples, see :data:`Event`) in order; return
         how many. A bad event raises ``TypeError``/``ValueError`` naming ``events[i]``."""
-        count = 0
-        pending, check, limit = self._pending, self._checker.event, self.max_events
-        for index, event in enumerate(events):
-            pending.append(check(event, index))
-            count += 1
-            if len(pending) >= limit:
+        iterator, count = iter(events), 0
+        while True:
+            room = self.max_events - len(self._pending)
+            taken = self._checker.extend(self._pending, iterator, count, room)
+            count += taken
+            if len(self._pending) >= self.max_events:
                 self.flush()
-                pending = self._pending
-        return count
+            if taken < room:
+                return count
 
     def flush(self) -> int:
         """Send the pending events now; return how many were sent. If sending fails, the
@@ -203,13 +255,15 @@ class AsyncBatch:
 
     async def track_many(self, events: Iterable[Event]) -> int:
         """See :meth:`Batch.track_many`."""
-        count = 0
-        for index, event in enumerate(events):
-            self._pending.append(self._checker.event(event, index))
-            count += 1
+        iterator, count = iter(events), 0
+        while True:
+            room = self.max_events - len(self._pending)
+            taken = self._checker.extend(self._pending, iterator, count, room)
+            count += taken
             if len(self._pending) >= self.max_events:
                 await self.flush()
-        return count
+            if taken < room:
+                return count
 
     async def flush(self) -> int:
         """See :meth:`Batch.flush`."""

@@ -166,39 +166,65 @@ class BatchGroups:
 
     def __init__(self) -> None:
         self.periods: dict[Period, _PeriodGroups] = {}
-        self.elements = 0
+        # Where the plain adds of one (periods, bucket) go, so that the common event costs one
+        # lookup: keyed by the identity of the periods tuple (the one the checker keeps for
+        # each day), which the entry holds and compares, so an id reused is never mistaken.
+        self._targets: dict[tuple[int, Bucket], _Targets] = {}
+
+    def _period(self, period: Period) -> _PeriodGroups:
+        groups = self.periods.get(period)
+        if groups is None:
+            groups = self.periods[period] = _PeriodGroups()
+        return groups
+
+    def _bucket(self, groups: _PeriodGroups, code: str) -> _BucketGroup:
+        group = groups.buckets.get(code)
+        if group is None:
+            group = groups.buckets[code] = _BucketGroup()
+        return group
 
     def add(self, activity: Activity) -> None:
         """Group one activity after those added before it."""
-        old_id, id = activity.old_id, activity.id
-        old_code = None if old_id is None else _code(activity.old_bucket)
-        code = None if id is None else _code(activity.bucket)
-        for period in activity.periods:
-            groups = self.periods.get(period)
-            if groups is None:
-                groups = self.periods[period] = _PeriodGroups()
-            if old_id is not None and old_code is not None:
-                group = groups.buckets.get(old_code)
-                if group is None:
-                    group = groups.buckets[old_code] = _BucketGroup()
+        periods, new_id, old_id = activity.periods, activity.id, activity.old_id
+        if old_id is None and new_id is not None:
+            key = (id(periods), activity.bucket)
+            targets = self._targets.get(key)
+            if targets is None or targets[0] is not periods:
+                targets = self._targets[key] = self._targets_of(periods, activity.bucket)
+            for moved, group in targets[1]:
+                if new_id in moved:
+                    group.back.add(new_id)
+                    group.out.discard(new_id)
+                else:
+                    group.check.add(new_id)
+            return
+        old_code = _code(activity.old_bucket)
+        code = _code(activity.bucket)
+        for period in periods:
+            groups = self._period(period)
+            if old_id is not None:
+                group = self._bucket(groups, old_code)
                 groups.moved.add(old_id)
-                if old_id not in group.out:
-                    group.out.add(old_id)
-                    group.back.discard(old_id)
-                    self.elements += 1
-            if id is not None and code is not None:
-                group = groups.buckets.get(code)
-                if group is None:
-                    group = groups.buckets[code] = _BucketGroup(registered=True)
+                group.out.add(old_id)
+                group.back.discard(old_id)
+            if new_id is not None:
+                group = self._bucket(groups, code)
                 group.registered = True
-                if id in groups.moved:
-                    if id not in group.back:
-                        group.back.add(id)
-                        group.out.discard(id)
-                        self.elements += 1
-                elif id not in group.check:
-                    group.check.add(id)
-                    self.elements += 1
+                if new_id in groups.moved:
+                    group.back.add(new_id)
+                    group.out.discard(new_id)
+                else:
+                    group.check.add(new_id)
+
+    def _targets_of(self, periods: tuple[Period, ...], bucket: Bucket) -> _Targets:
+        code = _code(bucket)
+        pairs = []
+        for period in periods:
+            groups = self._period(period)
+            group = self._bucket(groups, code)
+            group.registered = True
+            pairs.append((groups.moved, group))
+        return periods, tuple(pairs)
 
     def script_calls(self, schema: KeySchema) -> list[Request]:
         """One ``track_many.lua`` call per period (periods may live on different nodes of a
@@ -206,21 +232,30 @@ class BatchGroups:
         calls: list[Request] = []
         for period, groups in self.periods.items():
             keys = [schema.moved(period), schema.buckets(period)]
-            args: list[str] = [str(len(groups.moved)), *groups.moved]
+            args: list[str] = _id_list(groups.moved)
             for code, group in groups.buckets.items():
                 keys.extend(schema.bucket_keys(period, code))
-                args += (
-                    code,
-                    "1" if group.registered else "0",
-                    str(len(group.check)),
-                    str(len(group.out)),
-                    str(len(group.back)),
-                )
-                args += group.check
-                args += group.out
-                args += group.back
+                args += (code, "1" if group.registered else "0")
+                args += _id_list(group.check)
+                args += _id_list(group.out)
+                args += _id_list(group.back)
             calls.append(ScriptCall("track_many", tuple(keys), tuple(args)))
         return calls
+
+
+_Targets = tuple[tuple[Period, ...], tuple[tuple[set[str], _BucketGroup], ...]]
+
+
+def _id_list(ids: set[str]) -> list[str]:
+    """A list of ids as ``track_many.lua`` reads it: ``-n`` and the ids joined by newlines
+    (one argument is much cheaper to send than n), or ``n`` and the ids one by one when an id
+    holds a newline."""
+    if not ids:
+        return ["0"]
+    joined = "\n".join(ids)
+    if joined.count("\n") == len(ids) - 1:
+        return [str(-len(ids)), joined]
+    return [str(len(ids)), *ids]
 
 
 def collapse(

@@ -2,9 +2,11 @@
 -- and why it equals recording them one by one: BatchGroups in redis_plan.py).
 --
 -- KEYS: moved, buckets, then (hll, out, back) per bucket of the batch.
--- ARGV: the number of ids moved in the batch, those ids, then per bucket of KEYS in turn:
---   its code, "1" if ids were added to it (it joins the bucket registry), the sizes of its
---   three id lists "check", "out" and "back", then those lists.
+-- ARGV: the list of ids moved in the batch, then per bucket of KEYS in turn: its code, "1"
+--   if ids were added to it (it joins the bucket registry), and its three id lists "check",
+--   "out" and "back".
+-- A list is its length n followed by its n ids, or -n followed by one argument holding the
+-- n ids joined by "\n" (cheaper to send; used when no id contains "\n").
 -- Every id of a bucket's lists goes into its HLL. "check" ids were added before any move of
 -- theirs in the batch: those already in "moved" are corrected as track.lua corrects an add.
 -- Then the batch's moves are recorded, then "out" ids end in the bucket's out set (moved out
@@ -20,48 +22,61 @@ if problem then
   return problem
 end
 
+local pos = 1
+local function next_list()
+  local n = tonumber(ARGV[pos])
+  local list = {}
+  if n < 0 then
+    local joined, from = ARGV[pos + 1], 1
+    for i = 1, -n - 1 do
+      local at = string.find(joined, '\n', from, true)
+      list[i] = string.sub(joined, from, at - 1)
+      from = at + 1
+    end
+    list[-n] = string.sub(joined, from)
+    pos = pos + 2
+  else
+    for i = 1, n do
+      list[i] = ARGV[pos + i]
+    end
+    pos = pos + 1 + n
+  end
+  return list
+end
+
 -- unpack() has a stack limit: send long lists in slices.
 local SLICE = 2000
-local function each_slice(command, key, first, last)
-  for from = first, last, SLICE do
-    redis.call(command, key, unpack(ARGV, from, math.min(from + SLICE - 1, last)))
-  end
-end
-local function each_slice_of(command, key, list)
+local function each_slice(command, key, list)
   for from = 1, #list, SLICE do
     redis.call(command, key, unpack(list, from, math.min(from + SLICE - 1, #list)))
   end
 end
 
 local moved, registry = KEYS[1], KEYS[2]
-local moved_count = tonumber(ARGV[1])
-local moved_first = 2
-local pos = moved_first + moved_count
-
+local moved_ids = next_list()
 local groups = {}
 for k = 3, #KEYS, 3 do
-  local check, out, back = tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3]), tonumber(ARGV[pos + 4])
-  local first = pos + 5
-  groups[#groups + 1] = {
-    hll = KEYS[k], out = KEYS[k + 1], back = KEYS[k + 2],
-    code = ARGV[pos], registered = ARGV[pos + 1] == '1',
-    check_first = first, check_last = first + check - 1,
-    out_first = first + check, out_last = first + check + out - 1,
-    back_first = first + check + out, back_last = first + check + out + back - 1,
-  }
-  pos = first + check + out + back
+  local g = {hll = KEYS[k], out = KEYS[k + 1], back = KEYS[k + 2]}
+  g.code, g.registered = ARGV[pos], ARGV[pos + 1] == '1'
+  pos = pos + 2
+  g.check = next_list()
+  g.out_ids = next_list()
+  g.back_ids = next_list()
+  groups[#groups + 1] = g
 end
 
 -- The HLLs and the bucket registry only grow: their order does not matter.
 local codes = {}
 for _, g in ipairs(groups) do
-  each_slice('PFADD', g.hll, g.check_first, g.back_last)
+  each_slice('PFADD', g.hll, g.check)
+  each_slice('PFADD', g.hll, g.out_ids)
+  each_slice('PFADD', g.hll, g.back_ids)
   if g.registered then
     codes[#codes + 1] = g.code
   end
 end
 if #codes > 0 then
-  each_slice_of('SADD', registry, codes)
+  each_slice('SADD', registry, codes)
 end
 
 -- Adds before any move in the batch: correct those of ids moved before the batch. The moved
@@ -72,7 +87,7 @@ if moved_size > 0 then
   local known = nil
   local total = 0
   for _, g in ipairs(groups) do
-    total = total + g.check_last - g.check_first + 1
+    total = total + #g.check
   end
   if moved_size <= total then
     known = {}
@@ -83,41 +98,33 @@ if moved_size > 0 then
   for _, g in ipairs(groups) do
     local found = {}
     if known then
-      for i = g.check_first, g.check_last do
-        if known[ARGV[i]] then
-          found[#found + 1] = ARGV[i]
+      for _, id in ipairs(g.check) do
+        if known[id] then
+          found[#found + 1] = id
         end
       end
     else
-      for from = g.check_first, g.check_last, SLICE do
-        local to = math.min(from + SLICE - 1, g.check_last)
-        local flags = redis.call('SMISMEMBER', moved, unpack(ARGV, from, to))
+      for from = 1, #g.check, SLICE do
+        local to = math.min(from + SLICE - 1, #g.check)
+        local flags = redis.call('SMISMEMBER', moved, unpack(g.check, from, to))
         for j = 1, #flags do
           if flags[j] == 1 then
-            found[#found + 1] = ARGV[from + j - 1]
+            found[#found + 1] = g.check[from + j - 1]
           end
         end
       end
     end
-    if #found > 0 then
-      each_slice_of('SREM', g.out, found)
-      each_slice_of('SADD', g.back, found)
-    end
+    each_slice('SREM', g.out, found)
+    each_slice('SADD', g.back, found)
   end
 end
 
 -- The batch's moves, then where each moved id ends in each bucket it touched.
-if moved_count > 0 then
-  each_slice('SADD', moved, moved_first, moved_first + moved_count - 1)
-end
+each_slice('SADD', moved, moved_ids)
 for _, g in ipairs(groups) do
-  if g.out_last >= g.out_first then
-    each_slice('SADD', g.out, g.out_first, g.out_last)
-    each_slice('SREM', g.back, g.out_first, g.out_last)
-  end
-  if g.back_last >= g.back_first then
-    each_slice('SREM', g.out, g.back_first, g.back_last)
-    each_slice('SADD', g.back, g.back_first, g.back_last)
-  end
+  each_slice('SADD', g.out, g.out_ids)
+  each_slice('SREM', g.back, g.out_ids)
+  each_slice('SREM', g.out, g.back_ids)
+  each_slice('SADD', g.back, g.back_ids)
 end
 return 0
