@@ -1,0 +1,46 @@
+"""Run every benchmark against one Redis and write the headline table.
+
+``python benchmarks/run.py --quick`` takes about a minute; without ``--quick`` the sizes of
+the issue (accuracy up to 10^7 ids, 10^6 events of throughput) take a good while longer.
+Each benchmark writes ``<name>.md`` and ``<name>.png`` to ``--out`` (default
+``benchmarks/results``); this script adds ``README.md`` there, with the headline table.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+
+import _common
+import accuracy
+import memory
+import throughput
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _common.arguments(__doc__.splitlines()[0], argv)
+    command = _common.command_line("run.py", argv)
+    started = time.monotonic()
+    passed = ["--seed", str(args.seed), "--out", str(args.out)]
+    if args.quick:
+        passed.append("--quick")
+    headline: list[list[str]] = []
+    with _common.redis_url(args.url) as url:
+        for module in (throughput, memory, accuracy):
+            headline += module.main([*passed, "--url", url], command=command)
+        env = _common.table(["", ""], _common.environment(url))
+    elapsed = time.monotonic() - started
+    body = _common.table(["measure", "result", "target", "met"], headline)
+    text = (
+        f"# Benchmark results\n\nCommand: `{command}` ({elapsed:.0f} s)\n\n{env}\n\n{body}\n\n"
+        "Details: [throughput](throughput.md), [memory](memory.md), "
+        "[accuracy](accuracy.md).\n"
+    )
+    (args.out / "README.md").write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
