@@ -1,0 +1,211 @@
+"""``ingest``: read event logs, check every event, send them in batches.
+
+Reading (:mod:`.events`) is pure; :func:`send_batch` is the one place that writes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO
+
+from .. import arguments
+from ..tracker import ActivityTracker
+from .events import BadLine, Event, LogReader
+
+BATCH_SIZE = 1000
+STDIN = "-"
+
+
+def send_batch(tracker: ActivityTracker, events: Sequence[Event]) -> None:
+    """Write checked events to the store: the only code in ``ingest`` that writes."""
+    for event in events:
+        tracker.track(
+            id=event.id,
+            bucket=event.bucket,
+            old_id=event.old_id,
+            old_bucket=event.old_bucket,
+            date=event.date,
+        )
+
+
+def check_event(tracker: ActivityTracker, event: Event) -> str | None:
+    """Why the tracker would refuse ``event`` (None if it would not), without writing."""
+    try:
+        arguments.activity(
+            tracker.periods,
+            tracker.timezone,
+            event.id,
+            event.bucket,
+            event.old_id,
+            event.old_bucket,
+            event.date,
+        )
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return None
+
+
+@dataclass
+class Progress:
+    """What the progress display is told after every batch."""
+
+    name: str
+    done_bytes: int
+    total_bytes: int | None
+
+
+@dataclass
+class Stopped:
+    """Ingest stopped at a bad line; nothing from ``resume_line`` of ``files[0]`` on was
+    written."""
+
+    name: str
+    line_number: int
+    reason: str
+    resume_line: int
+    files: list[str]
+
+
+@dataclass
+class Summary:
+    events: int = 0
+    files: int = 0
+    seconds: float = 0.0
+    bad_lines: list[tuple[str, BadLine]] = field(default_factory=list)
+    stopped: Stopped | None = None
+
+
+class _CountingReader(io.RawIOBase):
+    """Counts the bytes read from a stream, for progress on pipes and gzip files alike."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.stream.read(len(buffer))
+        size = len(data)
+        buffer[:size] = data
+        self.count += size
+        return size
+
+
+@contextmanager
+def open_log(name: str) -> Iterator[tuple[Iterator[bytes], _CountingReader, int | None]]:
+    """The lines of a log file (``-``: stdin; gzip detected by its magic bytes), the byte
+    counter of the underlying stream, and its size when known."""
+    if name == STDIN:
+        raw: IO[bytes] = sys.stdin.buffer
+        size = None
+    else:
+        raw = open(name, "rb")  # noqa: SIM115 - closed below
+        size = os.fstat(raw.fileno()).st_size or None
+    try:
+        counter = _CountingReader(raw)
+        buffered = io.BufferedReader(counter, buffer_size=1 << 16)
+        if buffered.peek(2)[:2] == b"\x1f\x8b":
+            yield iter(gzip.GzipFile(fileobj=buffered, mode="rb")), counter, size
+        else:
+            yield iter(buffered), counter, size
+    finally:
+        if raw is not sys.stdin.buffer:
+            raw.close()
+
+
+def _decoded(lines: Iterator[bytes]) -> Iterator[tuple[int, str | None]]:
+    """(line number, text) pairs; text is None for a line that is not UTF-8."""
+    for number, line in enumerate(lines, 1):
+        if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
+        try:
+            yield number, line.decode("utf-8")
+        except UnicodeDecodeError:
+            yield number, None
+
+
+def ingest(
+    tracker: ActivityTracker,
+    names: Sequence[str],
+    *,
+    skip_bad: bool = False,
+    start_line: int = 1,
+    batch_size: int = BATCH_SIZE,
+    on_progress: Callable[[Progress], None] = lambda progress: None,
+    on_bad_line: Callable[[str, BadLine], None] = lambda name, bad: None,
+) -> Summary:
+    """Ingest the logs ``names`` in order. A bad line (unreadable, or refused by the tracker)
+    stops everything before its batch is sent, unless ``skip_bad``. ``start_line`` skips the
+    lines of the first file before it (a resumed run)."""
+    summary = Summary()
+    began = time.perf_counter()
+    for index, name in enumerate(names):
+        first_line = start_line if index == 0 else 1
+        stopped = _ingest_file(
+            tracker, name, first_line, skip_bad, batch_size, summary, on_progress, on_bad_line
+        )
+        summary.files += 1
+        if stopped is not None:
+            stopped.files = list(names[index:])
+            summary.stopped = stopped
+            break
+    summary.seconds = time.perf_counter() - began
+    return summary
+
+
+def _ingest_file(
+    tracker: ActivityTracker,
+    name: str,
+    first_line: int,
+    skip_bad: bool,
+    batch_size: int,
+    summary: Summary,
+    on_progress: Callable[[Progress], None],
+    on_bad_line: Callable[[str, BadLine], None],
+) -> Stopped | None:
+    reader = LogReader()
+    batch: list[Event] = []
+    batch_start = first_line  # first line not yet written
+    with open_log(name) as (lines, counter, size):
+        for number, text in _decoded(lines):
+            if number < first_line:
+                if text is not None:
+                    reader.read_line(number, text)  # still learn the format and header
+                continue
+            if text is None:
+                result: Event | BadLine | None = BadLine(number, "not UTF-8 text")
+            else:
+                result = reader.read_line(number, text)
+            if isinstance(result, Event):
+                problem = check_event(tracker, result)
+                if problem is not None:
+                    result = BadLine(number, problem)
+            if isinstance(result, BadLine):
+                summary.bad_lines.append((name, result))
+                on_bad_line(name, result)
+                if not skip_bad:
+                    return Stopped(name, result.line_number, result.reason, batch_start, [])
+                continue
+            if result is None:
+                continue
+            batch.append(result)
+            if len(batch) >= batch_size:
+                send_batch(tracker, batch)
+                summary.events += len(batch)
+                batch.clear()
+                batch_start = number + 1
+                on_progress(Progress(name, counter.count, size))
+        if batch:
+            send_batch(tracker, batch)
+            summary.events += len(batch)
+        on_progress(Progress(name, counter.count, size))
+    return None

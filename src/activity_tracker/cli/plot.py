@@ -1,0 +1,88 @@
+"""``--plot``: a PNG line chart per bucket with the ±2σ band. Needs the ``plot`` extra."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..keys import Bucket
+from .reporting import RELATIVE_STANDARD_ERROR, SIGMAS, bucket_label
+
+Series = dict[Bucket, list[tuple[datetime.date, float]]]
+
+
+class PlotUnavailable(RuntimeError):
+    """matplotlib is not installed."""
+
+
+def _figure_class() -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise PlotUnavailable(
+            "--plot needs matplotlib: pip install 'activity-tracker[plot]'"
+        ) from exc
+    return Figure
+
+
+def plot_counts(
+    path: str | Path,
+    series: Series,
+    *,
+    title: str,
+    exact: Series | None = None,
+) -> None:
+    """Save a chart of ``series`` (one line per bucket, with the band of ±2 standard errors)
+    to ``path``; ``exact`` adds the exact counts as dots."""
+    figure_class = _figure_class()
+    figure = figure_class(figsize=(10, 5.5), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    for bucket, points in series.items():
+        if not points:
+            continue
+        days = [day for day, _ in points]
+        counts = [count for _, count in points]
+        band = [SIGMAS * RELATIVE_STANDARD_ERROR * count for count in counts]
+        (line,) = axes.plot(days, counts, marker=".", label=bucket_label(bucket))
+        axes.fill_between(
+            days,
+            [c - b for c, b in zip(counts, band, strict=True)],
+            [c + b for c, b in zip(counts, band, strict=True)],
+            color=line.get_color(),
+            alpha=0.2,
+            linewidth=0,
+        )
+        if exact and exact.get(bucket):
+            exact_points = exact[bucket]
+            axes.plot(
+                [day for day, _ in exact_points],
+                [count for _, count in exact_points],
+                linestyle="none",
+                marker="x",
+                color=line.get_color(),
+                label=f"{bucket_label(bucket)} (exact)",
+            )
+    axes.set_title(title)
+    axes.set_ylabel("distinct ids")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best", fontsize="small")
+    axes.annotate(
+        f"bands: ±{SIGMAS}σ, σ = 1.04/√16384 ≈ {RELATIVE_STANDARD_ERROR:.2%}",
+        xy=(0.01, 0.01),
+        xycoords="axes fraction",
+        fontsize="small",
+        alpha=0.7,
+    )
+    figure.autofmt_xdate()
+    figure.savefig(path, format="png")
+
+
+def series_from_rows(rows: Sequence[tuple[datetime.date, dict[Bucket, int]]]) -> Series:
+    series: Series = {}
+    for start, counts in rows:
+        for bucket, count in counts.items():
+            series.setdefault(bucket, []).append((start, float(count)))
+    return series

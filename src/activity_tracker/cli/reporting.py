@@ -1,0 +1,103 @@
+"""``report``: counts as a table, CSV or JSON, with their error bound. Pure formatting."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import math
+from collections.abc import Sequence
+
+from rich.table import Table
+
+from ..keys import Bucket
+
+#: Relative standard error of a Redis HyperLogLog (16,384 registers): 1.04/sqrt(16384).
+RELATIVE_STANDARD_ERROR = 1.04 / math.sqrt(16384)
+#: The ± shown next to each estimate is this many standard errors (about 95% of counts).
+SIGMAS = 2
+DEFAULT_BUCKET_LABEL = "(default)"
+
+TABLE_NOTE = (
+    f"± = {SIGMAS} standard errors of the HyperLogLog estimate ({RELATIVE_STANDARD_ERROR:.2%} "
+    "of the count each): about 95% of counts lie that close to the exact count."
+)
+
+Row = tuple[datetime.date, dict[Bucket, int]]
+
+
+def error_bound(count: float) -> int:
+    """The ± of a count: two standard errors of the estimate, rounded to a whole id."""
+    return round(SIGMAS * RELATIVE_STANDARD_ERROR * count)
+
+
+def bucket_label(bucket: Bucket) -> str:
+    return DEFAULT_BUCKET_LABEL if bucket is None else bucket
+
+
+def buckets_of(rows: Sequence[Row]) -> list[Bucket]:
+    seen: dict[Bucket, None] = {}
+    for _, counts in rows:
+        seen.update(dict.fromkeys(counts))
+    return list(seen)
+
+
+def records(period: str, rows: Sequence[Row]) -> list[dict[str, object]]:
+    """One flat record per (period, bucket), for CSV and JSON."""
+    return [
+        {
+            "period": period,
+            "start": start.isoformat(),
+            "bucket": bucket,
+            "count": count,
+            "plus_minus": error_bound(count),
+        }
+        for start, counts in rows
+        for bucket, count in counts.items()
+    ]
+
+
+def as_json(period: str, rows: Sequence[Row]) -> str:
+    """A JSON array of ``{"period", "start", "bucket", "count", "plus_minus"}``; the default
+    bucket is ``null``."""
+    return json.dumps(records(period, rows), indent=2)
+
+
+def as_csv(period: str, rows: Sequence[Row]) -> str:
+    """CSV with a header ``period,start,bucket,count,plus_minus``; the default bucket is an
+    empty cell."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["period", "start", "bucket", "count", "plus_minus"])
+    for record in records(period, rows):
+        bucket = record["bucket"]
+        writer.writerow(
+            [
+                record["period"],
+                record["start"],
+                "" if bucket is None else bucket,
+                record["count"],
+                record["plus_minus"],
+            ]
+        )
+    return out.getvalue()
+
+
+def as_table(period: str, rows: Sequence[Row]) -> Table:
+    """Periods down, buckets across, each cell ``estimate ±bound``."""
+    buckets = buckets_of(rows)
+    table = Table(title=f"{period} active ids")
+    table.add_column("period start", no_wrap=True)
+    for bucket in buckets:
+        table.add_column(bucket_label(bucket), justify="right", no_wrap=True)
+    for start, counts in rows:
+        table.add_row(
+            start.isoformat(),
+            *(_cell(counts.get(bucket, 0)) for bucket in buckets),
+        )
+    return table
+
+
+def _cell(count: int) -> str:
+    return f"{count:,} ±{error_bound(count):,}"

