@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import os
 import threading
 import time
 
@@ -253,3 +254,22 @@ def test_buffered_tracker_checks_arguments_in_the_callers_thread(make_tracker):
             buffered.track(id=1, bucket=2)
         with pytest.raises(ValueError, match="interval"):
             BufferedTracker(buffered.tracker, interval=0)
+
+
+def test_buffered_tracker_survives_fork(make_tracker):
+    tracker = make_tracker()
+    buffered = BufferedTracker(tracker, max_events=100, interval=60)
+    buffered.track(id="parent", date=DAY)  # still pending when the process forks
+    pid = os.fork()
+    if pid == 0:  # the child: its buffer starts empty, with a thread of its own
+        code = 1
+        try:
+            buffered.track(id="child", date=DAY)
+            code = 0 if len(buffered._pending) == 1 else 2
+            code = code or (0 if buffered.flush(timeout=10) else 3)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    buffered.close()
+    assert counts_on(tracker)[None] == 2

@@ -28,7 +28,33 @@ track_op = st.tuples(st.just("track"), ids, buckets, days)
 move_op = st.tuples(st.just("move"), ids, buckets, ids, buckets, days)
 remove_op = st.tuples(st.just("remove"), ids, buckets, days)
 flush_op = st.tuples(st.just("flush"))
-events = st.lists(st.one_of(track_op, move_op, move_op, remove_op, flush_op), max_size=30)
+# A repeat of the operation `back` positions earlier: repeats are what the batch drops or
+# merges, so they must come often, with moves between them.
+repeat_op = st.tuples(st.just("repeat"), st.integers(min_value=1, max_value=4))
+# Track, move out (of any bucket), track the same again: the repeat must not be dropped.
+retrack_op = st.tuples(st.just("retrack"), ids, buckets, days, buckets, ids)
+events = st.lists(
+    st.one_of(track_op, move_op, move_op, remove_op, flush_op, repeat_op, repeat_op, retrack_op),
+    max_size=30,
+).map(lambda ops: resolve_repeats(ops))
+
+
+def resolve_repeats(ops: list[tuple]) -> list[tuple]:
+    resolved: list[tuple] = []
+    for op in ops:
+        if op[0] == "repeat":
+            if len(resolved) >= op[1]:
+                resolved.append(resolved[-op[1]])
+        elif op[0] == "retrack":
+            _, id, bucket, day, old_bucket, new_id = op
+            resolved.append(("track", id, bucket, day))
+            resolved.append(("move", new_id, bucket, id, old_bucket, day))
+            resolved.append(("track", id, bucket, day))
+        else:
+            resolved.append(op)
+    return resolved
+
+
 aggregates = st.dictionaries(
     st.sampled_from(["all", "agg"]),
     st.lists(buckets, min_size=1, max_size=3, unique=True),
@@ -107,7 +133,7 @@ def state(client: redis.Redis, prefix: str) -> dict[bytes, object]:
 @given(
     before=events,
     ops=events,
-    max_events=st.integers(min_value=1, max_value=12),
+    max_events=st.integers(min_value=1, max_value=40),
     form=st.integers(min_value=0, max_value=2),
     aggregate_buckets=aggregates,
 )

@@ -74,19 +74,24 @@ class ActivityChecker:
         return Activity(found, id, bucket, None, None)  # type: ignore[arg-type]
 
     def extend(
-        self, pending: list[Activity], events: Iterator[Event], first_index: int, room: int
-    ) -> int:
-        """Check up to ``room`` events from ``events`` into ``pending``; return how many were
-        taken (fewer than ``room`` only when ``events`` ran out). ``first_index`` is the index
-        of the next event in the caller's ``events``, for error messages.
+        self, pending: PendingEvents, events: Iterator[Event], first_index: int, limit: int
+    ) -> tuple[int, bool]:
+        """Check events from ``events`` into ``pending`` until it holds ``limit`` or
+        ``events`` runs out; return how many events were consumed and whether it ran out.
+        ``first_index`` is the index of the next event in the caller's ``events``, for error
+        messages.
 
         The common event (a tuple or dict with an id, a bucket already seen and a
         ``datetime.date`` already seen, no id change) is checked inline here; any other goes
-        through :meth:`event`, which checks it in full.
+        through :meth:`event`, which checks it in full. An exact repeat of such an event
+        since the last send is dropped when its id was not moved since: adding an id to a
+        set it is already in changes nothing.
         """
-        append, buckets, periods_of = pending.append, self._buckets, self._periods
-        taken = 0
+        activities, seen, moved = pending.activities, pending.seen, pending.moved
+        append, buckets, periods_of = activities.append, self._buckets, self._periods
+        consumed = 0
         for event in events:
+            consumed += 1
             try:
                 if type(event) is tuple and len(event) == 5:
                     new_id, bucket, old_id, old_bucket, date = event
@@ -108,22 +113,26 @@ class ActivityChecker:
                     and old_id is None
                     and old_bucket is None
                     and type(date) is datetime.date
-                    and bucket in buckets
                 ):
-                    found = periods_of.get(date)
-                    if found is not None:
-                        append(Activity(found, new_id, bucket, None, None))
-                        taken += 1
-                        if taken == room:
-                            break
+                    key = (new_id, bucket, date)
+                    if key in seen and new_id not in moved:
                         continue
-            except TypeError:  # an unhashable bucket: the full check says what is wrong
+                    found = periods_of.get(date)
+                    if found is not None and bucket in buckets:
+                        activity = Activity(found, new_id, bucket, None, None)
+                    else:
+                        activity = self.event(event, first_index + consumed - 1)
+                    seen.add(key)
+                    append(activity)
+                    if len(activities) >= limit:
+                        return consumed, False
+                    continue
+            except TypeError:  # an unhashable bucket: the full check below says what is wrong
                 pass
-            append(self.event(event, first_index + taken))
-            taken += 1
-            if taken == room:
-                break
-        return taken
+            pending.add(self.event(event, first_index + consumed - 1))
+            if len(activities) >= limit:
+                return consumed, False
+        return consumed, True
 
     def event(self, event: Event, index: int) -> Activity:
         """The checked activity of ``events[index]``; errors name it."""
@@ -148,6 +157,29 @@ class ActivityChecker:
             raise type(exc)(f"events[{index}]: {exc}") from exc
 
 
+class PendingEvents:
+    """Checked events waiting to be sent, with what :meth:`ActivityChecker.extend` needs to
+    drop repeats: the plain adds seen and the ids moved since the last send."""
+
+    __slots__ = ("activities", "moved", "seen")
+
+    def __init__(self) -> None:
+        self.activities: list[Activity] = []
+        self.seen: set[tuple[str, object, datetime.date]] = set()
+        self.moved: set[str] = set()
+
+    def add(self, activity: Activity) -> None:
+        self.activities.append(activity)
+        if activity.old_id is not None:
+            self.moved.add(activity.old_id)
+
+    def take(self) -> list[Activity]:
+        """The events to send, leaving this empty."""
+        activities = self.activities
+        self.activities, self.seen, self.moved = [], set(), set()
+        return activities
+
+
 def _check_max_events(max_events: object) -> int:
     if isinstance(max_events, bool) or not isinstance(max_events, int):
         raise TypeError(f"max_events must be an int, not {type(max_events).__name__}")
@@ -170,12 +202,12 @@ class Batch:
         self.tracker = tracker
         self.max_events = _check_max_events(max_events)
         self._checker = tracker._checker
-        self._pending: list[Activity] = []
+        self._pending = PendingEvents()
 
     @property
     def pending(self) -> int:
         """How many events are waiting to be sent."""
-        return len(self._pending)
+        return len(self._pending.activities)
 
     def track(
         self,
@@ -187,8 +219,8 @@ class Batch:
         periods: Iterable[str] | None = None,
     ) -> None:
         """Add one event; see :meth:`ActivityTracker.track`."""
-        self._pending.append(self._checker.activity(id, bucket, old_id, old_bucket, date, periods))
-        if len(self._pending) >= self.max_events:
+        self._pending.add(self._checker.activity(id, bucket, old_id, old_bucket, date, periods))
+        if len(self._pending.activities) >= self.max_events:
             self.flush()
 
     def track_many(self, events: Iterable[Event]) -> int:
@@ -196,19 +228,17 @@ class Batch:
         how many. A bad event raises ``TypeError``/``ValueError`` naming ``events[i]``."""
         iterator, count = iter(events), 0
         while True:
-            room = self.max_events - len(self._pending)
-            taken = self._checker.extend(self._pending, iterator, count, room)
+            taken, done = self._checker.extend(self._pending, iterator, count, self.max_events)
             count += taken
-            if len(self._pending) >= self.max_events:
-                self.flush()
-            if taken < room:
+            if done:
                 return count
+            self.flush()
 
     def flush(self) -> int:
         """Send the pending events now; return how many were sent. If sending fails, the
         error is raised and those events are not kept (a period's events are written all or
         nothing, but each period is written on its own)."""
-        pending, self._pending = self._pending, []
+        pending = self._pending.take()
         if pending:
             self.tracker.backend.track_many(pending)
         return len(pending)
@@ -232,12 +262,12 @@ class AsyncBatch:
         self.tracker = tracker
         self.max_events = _check_max_events(max_events)
         self._checker = tracker._checker
-        self._pending: list[Activity] = []
+        self._pending = PendingEvents()
 
     @property
     def pending(self) -> int:
         """How many events are waiting to be sent."""
-        return len(self._pending)
+        return len(self._pending.activities)
 
     async def track(
         self,
@@ -249,25 +279,23 @@ class AsyncBatch:
         periods: Iterable[str] | None = None,
     ) -> None:
         """See :meth:`Batch.track`."""
-        self._pending.append(self._checker.activity(id, bucket, old_id, old_bucket, date, periods))
-        if len(self._pending) >= self.max_events:
+        self._pending.add(self._checker.activity(id, bucket, old_id, old_bucket, date, periods))
+        if len(self._pending.activities) >= self.max_events:
             await self.flush()
 
     async def track_many(self, events: Iterable[Event]) -> int:
         """See :meth:`Batch.track_many`."""
         iterator, count = iter(events), 0
         while True:
-            room = self.max_events - len(self._pending)
-            taken = self._checker.extend(self._pending, iterator, count, room)
+            taken, done = self._checker.extend(self._pending, iterator, count, self.max_events)
             count += taken
-            if len(self._pending) >= self.max_events:
-                await self.flush()
-            if taken < room:
+            if done:
                 return count
+            await self.flush()
 
     async def flush(self) -> int:
         """See :meth:`Batch.flush`."""
-        pending, self._pending = self._pending, []
+        pending = self._pending.take()
         if pending:
             await self.tracker.backend.track_many(pending)
         return len(pending)
