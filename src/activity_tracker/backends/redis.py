@@ -139,24 +139,32 @@ def _first_error(replies: list[Any]) -> list[Any]:
     return replies
 
 
+_REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+
+
+def _translated(exc: Exception) -> Exception:
+    """This library's exception for one of redis-py's (to be raised ``from`` it)."""
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return BackendConnectionError(f"cannot reach Redis: {exc}")
+    if isinstance(exc, redis.exceptions.RedisClusterException):  # not a RedisError
+        return BackendConnectionError(f"cannot reach the Redis Cluster: {exc}")
+    if isinstance(exc, redis.exceptions.ResponseError):
+        message = str(exc)
+        if "WRONGTYPE" in message or "HyperLogLog" in message:
+            return WrongKeyTypeError(
+                f"a key under the tracker's prefix holds other data, left untouched: {message}"
+            )
+        return StorageError(f"Redis refused a command: {message}")
+    return StorageError(f"Redis failed: {exc}")
+
+
 @contextmanager
 def _translated_errors() -> Iterator[None]:
     """Turn redis-py's exceptions into this library's, keeping them as the cause."""
     try:
         yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise BackendConnectionError(f"cannot reach Redis: {exc}") from exc
-    except redis.exceptions.RedisClusterException as exc:  # not a RedisError: no nodes, no slots
-        raise BackendConnectionError(f"cannot reach the Redis Cluster: {exc}") from exc
-    except redis.exceptions.ResponseError as exc:
-        message = str(exc)
-        if "WRONGTYPE" in message or "HyperLogLog" in message:
-            raise WrongKeyTypeError(
-                f"a key under the tracker's prefix holds other data, left untouched: {message}"
-            ) from exc
-        raise StorageError(f"Redis refused a command: {message}") from exc
-    except redis.exceptions.RedisError as exc:
-        raise StorageError(f"Redis failed: {exc}") from exc
+    except _REDIS_ERRORS as exc:
+        raise _translated(exc) from exc
 
 
 class RedisBackend(Backend):
@@ -188,7 +196,15 @@ class RedisBackend(Backend):
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
 
     def track(self, activity: Activity) -> None:
-        self._run(redis_plan.track(self.schema, activity, self._split_periods))
+        if self._split_periods:
+            self._run(redis_plan.track(self.schema, activity, self._split_periods))
+            return
+        # The one request of redis_plan.track(), sent without driving a generator: this is
+        # the per-event path, where every microsecond shows.
+        try:
+            self._send_one(redis_plan.track_call(self.schema, activity, activity.periods))
+        except _REDIS_ERRORS as exc:
+            raise _translated(exc) from exc
 
     def track_many(self, activities: Iterable[Activity]) -> None:
         self._run(redis_plan.track_many(self.schema, activities))
@@ -204,14 +220,15 @@ class RedisBackend(Backend):
             self.client.close()
 
     def _run(self, operation: redis_plan.Operation[redis_plan.T]) -> redis_plan.T:
-        with _translated_errors():
-            try:
-                requests = next(operation)
-                while True:
-                    requests = operation.send(self._send(requests))
-            except StopIteration as stop:
-                result: redis_plan.T = stop.value
-                return result
+        try:
+            requests = next(operation)
+            while True:
+                requests = operation.send(self._send(requests))
+        except StopIteration as stop:
+            result: redis_plan.T = stop.value
+            return result
+        except _REDIS_ERRORS as exc:
+            raise _translated(exc) from exc
 
     def _send(self, requests: list[redis_plan.Request]) -> list[Any]:
         """One round trip (a pipeline when there are several requests). Scripts are called by
@@ -278,14 +295,15 @@ class AsyncRedisBackend(AsyncBackend):
             await self.client.aclose()
 
     async def _run(self, operation: redis_plan.Operation[redis_plan.T]) -> redis_plan.T:
-        with _translated_errors():
-            try:
-                requests = next(operation)
-                while True:
-                    requests = operation.send(await self._send(requests))
-            except StopIteration as stop:
-                result: redis_plan.T = stop.value
-                return result
+        try:
+            requests = next(operation)
+            while True:
+                requests = operation.send(await self._send(requests))
+        except StopIteration as stop:
+            result: redis_plan.T = stop.value
+            return result
+        except _REDIS_ERRORS as exc:
+            raise _translated(exc) from exc
 
     async def _send(self, requests: list[redis_plan.Request]) -> list[Any]:
         """See :meth:`RedisBackend._send`."""
