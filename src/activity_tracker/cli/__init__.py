@@ -219,7 +219,7 @@ def cli(
     type=click.IntRange(min=1),
     default=_ingest.BATCH_SIZE,
     show_default=True,
-    help="Events checked and written together.",
+    help="Events checked and written together (a bad line stops the run before its batch).",
 )
 @click.pass_obj
 def ingest(
