@@ -363,6 +363,27 @@ def test_usage_errors_exit_2(tmp_path: Path, embedded_url: str) -> None:
     assert run(["--url", embedded_url, "collapse", "--aggregate", "nope"]).exit_code == 2
     assert run(["--url", embedded_url, "ingest"]).exit_code == 2
     assert run(["nonsense"]).exit_code == 2
+    assert run(["--timezone", "Mars/Olympus", "--url", embedded_url, "report"]).exit_code == 2
+
+
+def test_resume_hint_names_the_files_left(embedded_url: str, tmp_path: Path) -> None:
+    good = _write(tmp_path, "a.csv", "2024-04-01,u1\n")
+    bad = _write(tmp_path, "b b.csv", "2024-04-01,u2\n2024-04-01\n")
+    last = _write(tmp_path, "c.csv", "2024-04-01,u3\n")
+    result = run(["--url", embedded_url, "--prefix", "p", "ingest", good, bad, last])
+    assert result.exit_code == 1
+    assert "ingested 1 event from 2 files" in result.stderr
+    hint = f"--url {embedded_url} --prefix p ingest --start-line 1 '{bad}' {last}"
+    assert hint in result.stderr
+
+
+def test_plot_without_matplotlib_is_a_clear_error(
+    embedded_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
+    result = run(["--url", embedded_url, "report", "--plot", str(tmp_path / "x.png")])
+    assert result.exit_code == 1
+    assert "pip install 'activity-tracker[plot]'" in result.stderr
 
 
 def test_failures_are_one_line_and_exit_1(tmp_path: Path) -> None:

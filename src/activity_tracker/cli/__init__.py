@@ -133,6 +133,15 @@ def _bucket(name: str) -> Bucket:
     return name or None
 
 
+def _check_timezone(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            _periods.resolve_timezone(value)
+        except (ValueError, TypeError) as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 PERIOD_CHOICE = click.Choice(_periods.KINDS, case_sensitive=False)
 
 
@@ -158,6 +167,7 @@ PERIOD_CHOICE = click.Choice(_periods.KINDS, case_sensitive=False)
 @click.option(
     "--timezone",
     metavar="ZONE",
+    callback=_check_timezone,
     help=(
         "IANA time zone (e.g. Europe/Berlin) deciding which day an event falls on and what "
         "'today' is. Default: the machine's local time."
