@@ -182,3 +182,19 @@ def test_two_processes_share_the_store_and_the_last_one_out_stops_it(tmp_path: P
     finally:
         assert third.exit() == 0
     assert not _socket(path).exists()
+
+
+def test_a_killed_process_leaves_a_server_the_next_one_reuses_and_stops(tmp_path: Path) -> None:
+    path = tmp_path / "killed.db"
+    worker = _Worker(path, "killed")
+    assert worker.ask("set a") == "ok"
+    worker.process.kill()  # SIGKILL: no exit handlers; its server (own session) survives
+    worker.process.wait(timeout=30)
+    assert _socket(path).exists()
+    client = embedded_client(path)
+    try:
+        assert client.get("a") == b"killed"
+    finally:
+        client.close()
+    release(path)
+    assert not _socket(path).exists()

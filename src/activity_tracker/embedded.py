@@ -125,7 +125,8 @@ class _Store:
         self.lock_path = path.with_name(path.name + ".lock")
         self.log_path = path.with_name(path.name + ".log")
         self.socket_path = _socket_path(path)
-        self.client_name = f"{_CLIENT_NAME_PREFIX}{os.getpid()}"
+        self.pid = os.getpid()
+        self.client_name = f"{_CLIENT_NAME_PREFIX}{self.pid}"
         self.registered = False
 
     @contextmanager
@@ -200,6 +201,8 @@ class _Store:
 
     def release(self) -> None:
         """At exit: save, and stop the server if no other process is connected to it."""
+        if os.getpid() != self.pid:
+            return  # a forked child: its parent's clients are not its own to count
         try:
             with self.locked():
                 if not self.socket_path.exists():
