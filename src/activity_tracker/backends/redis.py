@@ -207,7 +207,7 @@ class RedisBackend(Backend):
             raise _translated(exc) from exc
 
     def track_many(self, activities: Iterable[Activity]) -> None:
-        self._run(redis_plan.track_many(self.schema, activities))
+        self._run(redis_plan.track_many(self.schema, activities, self._split_periods))
 
     def collapse(self, job: CollapseJob) -> None:
         self._run(redis_plan.collapse(self.schema, job, self.retention, time.time()))
@@ -282,7 +282,7 @@ class AsyncRedisBackend(AsyncBackend):
         await self._run(redis_plan.track(self.schema, activity, self._split_periods))
 
     async def track_many(self, activities: Iterable[Activity]) -> None:
-        await self._run(redis_plan.track_many(self.schema, activities))
+        await self._run(redis_plan.track_many(self.schema, activities, self._split_periods))
 
     async def collapse(self, job: CollapseJob) -> None:
         await self._run(redis_plan.collapse(self.schema, job, self.retention, time.time()))

@@ -117,13 +117,17 @@ def _track_keys(
     return tuple(keys)
 
 
-def track_many(schema: KeySchema, activities: Iterable[Activity]) -> Operation[None]:
-    """Record many activities, with the result of recording them one by one in order: one
-    ``track_many.lua`` call per period, all in one round trip (see :class:`BatchGroups`)."""
+def track_many(
+    schema: KeySchema, activities: Iterable[Activity], split_periods: bool = False
+) -> Operation[None]:
+    """Record many activities, with the result of recording them one by one in order (see
+    :class:`BatchGroups`): one ``track_many.lua`` call for all their periods, atomic, or one
+    per period when periods may live on different cluster nodes (``split_periods``), all in
+    one round trip."""
     groups = BatchGroups()
     for activity in activities:
         groups.add(activity)
-    calls = groups.script_calls(schema)
+    calls = groups.script_calls(schema, split_periods)
     if calls:
         yield calls
 
@@ -226,21 +230,37 @@ class BatchGroups:
             pairs.append((groups.moved, group))
         return periods, tuple(pairs)
 
-    def script_calls(self, schema: KeySchema) -> list[Request]:
-        """One ``track_many.lua`` call per period (periods may live on different nodes of a
-        cluster; each call is atomic for its period)."""
-        calls: list[Request] = []
-        for period, groups in self.periods.items():
-            keys = [schema.moved(period), schema.buckets(period)]
-            args: list[str] = _id_list(groups.moved)
-            for code, group in groups.buckets.items():
-                keys.extend(schema.bucket_keys(period, code))
-                args += (code, "1" if group.registered else "0")
-                args += _id_list(group.check)
-                args += _id_list(group.out)
-                args += _id_list(group.back)
-            calls.append(ScriptCall("track_many", tuple(keys), tuple(args)))
-        return calls
+    def script_calls(self, schema: KeySchema, split_periods: bool = False) -> list[Request]:
+        """The ``track_many.lua`` calls: one for every period, or one per period."""
+        sections = [
+            self._section(schema, period, groups) for period, groups in self.periods.items()
+        ]
+        if not split_periods:
+            sections = (
+                [
+                    (
+                        [key for keys, _ in sections for key in keys],
+                        [arg for _, args in sections for arg in args],
+                    )
+                ]
+                if sections
+                else []
+            )
+        return [ScriptCall("track_many", tuple(keys), tuple(args)) for keys, args in sections]
+
+    @staticmethod
+    def _section(
+        schema: KeySchema, period: Period, groups: _PeriodGroups
+    ) -> tuple[list[str], list[str]]:
+        keys = [schema.moved(period), schema.buckets(period)]
+        args: list[str] = [str(len(groups.buckets)), *_id_list(groups.moved)]
+        for code, group in groups.buckets.items():
+            keys.extend(schema.bucket_keys(period, code))
+            args += (code, "1" if group.registered else "0")
+            args += _id_list(group.check)
+            args += _id_list(group.out)
+            args += _id_list(group.back)
+        return keys, args
 
 
 _Targets = tuple[tuple[Period, ...], tuple[tuple[set[str], _BucketGroup], ...]]

@@ -10,14 +10,21 @@
 -- nothing): each key is first probed with one read that fails on someone else's data, and
 -- the reads the writes need anyway (is the id in "moved"? is the bucket registered?) are
 -- those probes. The "out"/"back" sets of an add are only probed, and only written, when
--- the id was moved in the period.
+-- the id was moved in the period. A bucket's HLL is probed until the bucket is in the
+-- period's registry: it is registered by the same atomic call that first writes its HLL, so
+-- from then on the HLL is ours (were someone to overwrite it later, Redis would refuse the
+-- PFADD, leaving it untouched, and the call would fail).
+--
+-- This runs once per event: it is kept to the fewest calls (three per period for an add of
+-- a registered bucket) and no tables.
 
 local adds = ARGV[1] == '1'
 local discards = ARGV[2] == '1'
 local id, bucket_code, old_id = ARGV[3], ARGV[4], ARGV[5]
 local stride = 1 + (discards and 3 or 0) + (adds and 4 or 0)
+local add_at = discards and 5 or 2 -- offset of "buckets" within a period's keys
 
-local problem = nil  -- the first key found holding someone else's data
+local problem = nil -- the first key found holding someone else's data
 local function refuse(key, what)
   problem = problem or ('WRONGTYPE activity-tracker key ' .. key .. ' holds ' .. what)
 end
@@ -25,8 +32,9 @@ end
 -- A set probe: SISMEMBER, which fails on a key of another type.
 local function probe_set(key, member)
   local reply = redis.pcall('SISMEMBER', key, member)
-  if type(reply) == 'table' and reply.err then
+  if type(reply) == 'table' then
     refuse(key, 'a value that is not a set')
+    return false
   end
   return reply == 1
 end
@@ -34,63 +42,62 @@ end
 -- A HyperLogLog probe: its first bytes are "HYLL", or the key does not exist.
 local function probe_hll(key)
   local head = redis.pcall('GETRANGE', key, 0, 3)
-  if type(head) == 'table' and head.err then
+  if type(head) == 'table' then
     refuse(key, 'a value that is not a string')
-  end
-  if head ~= 'HYLL' and (head ~= '' or redis.call('EXISTS', key) == 1) then
+  elseif head ~= 'HYLL' and (head ~= '' or redis.call('EXISTS', key) == 1) then
     refuse(key, 'a string that is not a HyperLogLog')
   end
 end
 
--- First pass: probe every key to be written, and remember what the writes need to know.
-local plans = {}
-for base = 0, #KEYS - 1, stride do
-  local plan = {moved = KEYS[base + 1]}
-  local k = base + 2
+-- First pass: probe every key to be written; remember per period (by its first key's index)
+-- whether the bucket is registered and whether the id was moved.
+local registered, was_moved = {}, {}
+for base = 1, #KEYS, stride do
   if discards then
-    plan.old_hll, plan.old_out, plan.old_back = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-    k = k + 3
-    probe_hll(plan.old_hll)
-    probe_set(plan.old_out, old_id)
-    probe_set(plan.old_back, old_id)
+    probe_hll(KEYS[base + 1])
+    probe_set(KEYS[base + 2], old_id)
+    probe_set(KEYS[base + 3], old_id)
   end
   if adds then
-    plan.buckets, plan.hll, plan.out, plan.back = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-    probe_hll(plan.hll)
-    plan.registered = probe_set(plan.buckets, bucket_code)
-    -- Moved in this period before, or by this very call.
-    plan.was_moved = probe_set(plan.moved, id) or (discards and id == old_id)
-    if plan.was_moved then
-      probe_set(plan.out, id)
-      probe_set(plan.back, id)
+    local at = base + add_at - 1
+    local known = probe_set(KEYS[at], bucket_code)
+    if not known then
+      probe_hll(KEYS[at + 1])
     end
-  elseif discards then
-    probe_set(plan.moved, old_id)
+    -- Moved in this period before, or by this very call.
+    local moved = probe_set(KEYS[base], id) or (discards and id == old_id)
+    if moved then
+      probe_set(KEYS[at + 2], id)
+      probe_set(KEYS[at + 3], id)
+    end
+    registered[base], was_moved[base] = known, moved
+  else
+    probe_set(KEYS[base], old_id)
   end
-  plans[#plans + 1] = plan
 end
 if problem then
   return redis.error_reply(problem)
 end
 
 -- Second pass: write.
-for _, plan in ipairs(plans) do
+for base = 1, #KEYS, stride do
   if discards then
     -- Adding the old id to the HLL keeps "out" a subset of what the HLL counts, so that
     -- moving an id that was never tracked changes no count.
-    redis.call('PFADD', plan.old_hll, old_id)
-    redis.call('SADD', plan.moved, old_id)
-    redis.call('SADD', plan.old_out, old_id)
-    redis.call('SREM', plan.old_back, old_id)
+    redis.call('PFADD', KEYS[base + 1], old_id)
+    redis.call('SADD', KEYS[base], old_id)
+    redis.call('SADD', KEYS[base + 2], old_id)
+    redis.call('SREM', KEYS[base + 3], old_id)
   end
   if adds then
-    redis.call('PFADD', plan.hll, id)
-    if not plan.registered then
-      redis.call('SADD', plan.buckets, bucket_code)
+    local at = base + add_at - 1
+    redis.call('PFADD', KEYS[at + 1], id)
+    if not registered[base] then
+      redis.call('SADD', KEYS[at], bucket_code)
     end
-    if plan.was_moved then
-      redis.call('SREM', plan.out, id)
-      redis.call('SADD', plan.back, id)
+    if was_moved[base] then
+      redis.call('SREM', KEYS[at + 2], id)
+      redis.call('SADD', KEYS[at + 3], id)
     end
   end
 end

@@ -1,26 +1,18 @@
--- Record a batch of activities in one period, atomically (key schema: keys.py; the grouping
--- and why it equals recording them one by one: BatchGroups in redis_plan.py).
+-- Record a batch of activities in one or more periods, atomically (key schema: keys.py; the
+-- grouping, and why it equals recording the activities one by one: BatchGroups in
+-- redis_plan.py).
 --
--- KEYS: moved, buckets, then (hll, out, back) per bucket of the batch.
--- ARGV: the list of ids moved in the batch, then per bucket of KEYS in turn: its code, "1"
---   if ids were added to it (it joins the bucket registry), and its three id lists "check",
---   "out" and "back".
+-- One section per period, KEYS and ARGV holding the sections one after the other.
+-- KEYS of a section: moved, buckets, then (hll, out, back) per bucket of the batch.
+-- ARGV of a section: its number of buckets, the list of ids moved in the batch, then per
+--   bucket in KEYS order: its code, "1" if ids were added to it (it joins the bucket
+--   registry), and its three id lists "check", "out" and "back".
 -- A list is its length n followed by its n ids, or -n followed by one argument holding the
 -- n ids joined by "\n" (cheaper to send; used when no id contains "\n").
 -- Every id of a bucket's lists goes into its HLL. "check" ids were added before any move of
 -- theirs in the batch: those already in "moved" are corrected as track.lua corrects an add.
 -- Then the batch's moves are recorded, then "out" ids end in the bucket's out set (moved out
 -- last) and "back" ids in its back set (added last, after a move).
-
-local problem = foreign_key_error(function(i)
-  if i > 2 and (i - 3) % 3 == 0 then
-    return 'string'
-  end
-  return 'set'
-end)
-if problem then
-  return problem
-end
 
 local pos = 1
 local function next_list()
@@ -44,6 +36,37 @@ local function next_list()
   return list
 end
 
+-- Read the sections (no writes yet), noting the type each key must have.
+local sections, expected = {}, {}
+local k = 1
+while k <= #KEYS do
+  local section = {moved = KEYS[k], registry = KEYS[k + 1], groups = {}}
+  expected[k], expected[k + 1] = 'set', 'set'
+  local buckets = tonumber(ARGV[pos])
+  pos = pos + 1
+  section.moved_ids = next_list()
+  k = k + 2
+  for _ = 1, buckets do
+    local g = {hll = KEYS[k], out = KEYS[k + 1], back = KEYS[k + 2]}
+    expected[k], expected[k + 1], expected[k + 2] = 'string', 'set', 'set'
+    g.code, g.registered = ARGV[pos], ARGV[pos + 1] == '1'
+    pos = pos + 2
+    g.check = next_list()
+    g.out_ids = next_list()
+    g.back_ids = next_list()
+    section.groups[#section.groups + 1] = g
+    k = k + 3
+  end
+  sections[#sections + 1] = section
+end
+
+local problem = foreign_key_error(function(i)
+  return expected[i]
+end)
+if problem then
+  return problem
+end
+
 -- unpack() has a stack limit: send long lists in slices.
 local SLICE = 2000
 local function each_slice(command, key, list)
@@ -52,79 +75,72 @@ local function each_slice(command, key, list)
   end
 end
 
-local moved, registry = KEYS[1], KEYS[2]
-local moved_ids = next_list()
-local groups = {}
-for k = 3, #KEYS, 3 do
-  local g = {hll = KEYS[k], out = KEYS[k + 1], back = KEYS[k + 2]}
-  g.code, g.registered = ARGV[pos], ARGV[pos + 1] == '1'
-  pos = pos + 2
-  g.check = next_list()
-  g.out_ids = next_list()
-  g.back_ids = next_list()
-  groups[#groups + 1] = g
-end
+local function record(section)
+  local moved, groups = section.moved, section.groups
 
--- The HLLs and the bucket registry only grow: their order does not matter.
-local codes = {}
-for _, g in ipairs(groups) do
-  each_slice('PFADD', g.hll, g.check)
-  each_slice('PFADD', g.hll, g.out_ids)
-  each_slice('PFADD', g.hll, g.back_ids)
-  if g.registered then
-    codes[#codes + 1] = g.code
-  end
-end
-if #codes > 0 then
-  each_slice('SADD', registry, codes)
-end
-
--- Adds before any move in the batch: correct those of ids moved before the batch. The moved
--- set is small (it grows with id changes, not users); read it once unless the batch is
--- smaller.
-local moved_size = redis.call('SCARD', moved)
-if moved_size > 0 then
-  local known = nil
-  local total = 0
+  -- The HLLs and the bucket registry only grow: their order does not matter.
+  local codes = {}
   for _, g in ipairs(groups) do
-    total = total + #g.check
-  end
-  if moved_size <= total then
-    known = {}
-    for _, id in ipairs(redis.call('SMEMBERS', moved)) do
-      known[id] = true
+    each_slice('PFADD', g.hll, g.check)
+    each_slice('PFADD', g.hll, g.out_ids)
+    each_slice('PFADD', g.hll, g.back_ids)
+    if g.registered then
+      codes[#codes + 1] = g.code
     end
   end
-  for _, g in ipairs(groups) do
-    local found = {}
-    if known then
-      for _, id in ipairs(g.check) do
-        if known[id] then
-          found[#found + 1] = id
-        end
+  each_slice('SADD', section.registry, codes)
+
+  -- Adds before any move in the batch: correct those of ids moved before the batch. The
+  -- moved set is small (it grows with id changes, not users): read it once unless the batch
+  -- is smaller.
+  local moved_size = redis.call('SCARD', moved)
+  if moved_size > 0 then
+    local known = nil
+    local total = 0
+    for _, g in ipairs(groups) do
+      total = total + #g.check
+    end
+    if moved_size <= total then
+      known = {}
+      for _, id in ipairs(redis.call('SMEMBERS', moved)) do
+        known[id] = true
       end
-    else
-      for from = 1, #g.check, SLICE do
-        local to = math.min(from + SLICE - 1, #g.check)
-        local flags = redis.call('SMISMEMBER', moved, unpack(g.check, from, to))
-        for j = 1, #flags do
-          if flags[j] == 1 then
-            found[#found + 1] = g.check[from + j - 1]
+    end
+    for _, g in ipairs(groups) do
+      local found = {}
+      if known then
+        for _, id in ipairs(g.check) do
+          if known[id] then
+            found[#found + 1] = id
+          end
+        end
+      else
+        for from = 1, #g.check, SLICE do
+          local to = math.min(from + SLICE - 1, #g.check)
+          local flags = redis.call('SMISMEMBER', moved, unpack(g.check, from, to))
+          for j = 1, #flags do
+            if flags[j] == 1 then
+              found[#found + 1] = g.check[from + j - 1]
+            end
           end
         end
       end
+      each_slice('SREM', g.out, found)
+      each_slice('SADD', g.back, found)
     end
-    each_slice('SREM', g.out, found)
-    each_slice('SADD', g.back, found)
+  end
+
+  -- The batch's moves, then where each moved id ends in each bucket it touched.
+  each_slice('SADD', moved, section.moved_ids)
+  for _, g in ipairs(groups) do
+    each_slice('SADD', g.out, g.out_ids)
+    each_slice('SREM', g.back, g.out_ids)
+    each_slice('SREM', g.out, g.back_ids)
+    each_slice('SADD', g.back, g.back_ids)
   end
 end
 
--- The batch's moves, then where each moved id ends in each bucket it touched.
-each_slice('SADD', moved, moved_ids)
-for _, g in ipairs(groups) do
-  each_slice('SADD', g.out, g.out_ids)
-  each_slice('SREM', g.back, g.out_ids)
-  each_slice('SREM', g.out, g.back_ids)
-  each_slice('SADD', g.back, g.back_ids)
+for _, section in ipairs(sections) do
+  record(section)
 end
 return 0
