@@ -301,3 +301,14 @@ def test_keys_of_someone_else_are_never_overwritten_by_track_or_batches(
     assert redis_client.lrange(moved, 0, -1) == [b"x"]
     # One script call for all periods: the weekly one was not written either.
     assert redis_client.smembers(schema.moved(Period.containing("weekly", DAY))) == set()
+
+
+def test_the_fast_activity_of_a_plain_add_is_an_activity_like_any_other():
+    from activity_tracker.batch import _plain_add
+
+    periods = (Period("daily", DAY),)
+    made = _plain_add(periods, "x", "web")
+    assert made == Activity(periods, "x", "web", None, None)
+    assert hash(made) == hash(Activity(periods, "x", "web", None, None))
+    with pytest.raises(AttributeError):
+        made.id = "y"  # still frozen

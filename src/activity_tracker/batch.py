@@ -9,7 +9,7 @@ one element. A batch holds at most ``max_events`` checked events before it sends
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from . import arguments
@@ -28,6 +28,34 @@ TRACK_ARGUMENTS = ("id", "bucket", "old_id", "old_bucket", "date", "periods")
 _ARGUMENT_NAMES = frozenset(TRACK_ARGUMENTS)
 DEFAULT_MAX_EVENTS = 10_000
 _CACHE_LIMIT = 4096
+
+
+def _plain_add_maker() -> Callable[[tuple[Period, ...], str, Bucket], Activity]:
+    """``lambda periods, id, bucket: Activity(periods, id, bucket, None, None)``, made
+    twice as fast: a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``; its slots can be set directly. This runs once per event of a
+    batch. Falls back to the plain constructor if ``Activity`` ever stops having slots."""
+    fields = ("periods", "id", "bucket", "old_id", "old_bucket")
+    found = [getattr(getattr(Activity, name, None), "__set__", None) for name in fields]
+    setters = [setter for setter in found if callable(setter)]
+    if len(setters) != len(fields):
+        return lambda periods, id, bucket: Activity(periods, id, bucket, None, None)
+    set_periods, set_id, set_bucket, set_old_id, set_old_bucket = setters
+    new = object.__new__
+
+    def plain_add(periods: tuple[Period, ...], id: str, bucket: Bucket) -> Activity:
+        activity: Activity = new(Activity)
+        set_periods(activity, periods)
+        set_id(activity, id)
+        set_bucket(activity, bucket)
+        set_old_id(activity, None)
+        set_old_bucket(activity, None)
+        return activity
+
+    return plain_add
+
+
+_plain_add = _plain_add_maker()
 
 
 class ActivityChecker:
@@ -89,6 +117,7 @@ class ActivityChecker:
         """
         activities, seen, moved = pending.activities, pending.seen, pending.moved
         append, buckets, periods_of = activities.append, self._buckets, self._periods
+        plain_add = _plain_add
         consumed = 0
         for event in events:
             consumed += 1
@@ -119,7 +148,7 @@ class ActivityChecker:
                         continue
                     found = periods_of.get(date)
                     if found is not None and bucket in buckets:
-                        activity = Activity(found, new_id, bucket, None, None)
+                        activity = plain_add(found, new_id, bucket)
                     else:
                         activity = self.event(event, first_index + consumed - 1)
                     seen.add(key)
