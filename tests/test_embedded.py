@@ -3,6 +3,7 @@ by processes and stopped (saved) when the last one exits."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -196,5 +197,65 @@ def test_a_killed_process_leaves_a_server_the_next_one_reuses_and_stops(tmp_path
         assert client.get("a") == b"killed"
     finally:
         client.close()
+    release(path)
+    assert not _socket(path).exists()
+
+
+def test_a_url_holds_the_server_before_its_client_connects(tmp_path: Path) -> None:
+    path = tmp_path / "held.db"
+    url = embedded_url(url_for_path(path))  # started here; no client has connected yet
+    worker = _Worker(path, "worker")
+    assert worker.ask("set a") == "ok"
+    # The worker leaves: this process asked for the store, so the server stays up for it.
+    assert worker.exit() == 0
+    client = redis.Redis.from_url(url)
+    try:
+        assert client.get("a") == b"worker"
+    finally:
+        client.close()
+    release(path)
+    assert not _socket(path).exists()
+
+
+def test_a_forked_child_that_opens_the_store_outlives_its_parents_release(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "forked.db"
+    client = embedded_client(path)
+    client.set("k", "parent")
+    ready_read, ready_write = os.pipe()
+    go_read, go_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a user of the store of its own
+        status = 1
+        try:
+            os.close(ready_read)
+            os.close(go_write)
+            child = embedded_client(path)
+            os.write(ready_write, b"r")
+            os.read(go_read, 1)  # the parent has released the store
+            child.set("k", "child")
+            child.close()
+            status = 0
+        finally:
+            os._exit(status)  # no exit handlers: the child's store outlives this test
+    os.close(ready_write)
+    os.close(go_read)
+    try:
+        assert os.read(ready_read, 1) == b"r"
+        client.close()
+        release(path)  # the parent leaves first; the child still holds the server
+        assert _socket(path).exists()
+        os.write(go_write, b"g")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.close(ready_read)
+        os.close(go_write)
+    again = embedded_client(path)  # the child left without releasing: the server still runs
+    try:
+        assert again.get("k") == b"child"
+    finally:
+        again.close()
     release(path)
     assert not _socket(path).exists()

