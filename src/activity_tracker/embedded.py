@@ -137,6 +137,7 @@ class _Store:
         self.client_name = f"{_CLIENT_NAME_PREFIX}{self.pid}"
         self.registered = False
         self.anchor: redis.Redis | None = None  # this process's presence, while it uses the store
+        self.process: subprocess.Popen[bytes] | None = None  # the server, if we started it
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -199,7 +200,7 @@ class _Store:
                     f"{_log_tail(self.log_path)}"
                 )
             if self.alive():
-                _reap_later(process)
+                self.process = process
                 return
             time.sleep(0.02)
         process.kill()
@@ -249,6 +250,10 @@ class _Store:
                     with suppress(redis.ConnectionError):  # it hangs up as it exits
                         client.shutdown(save=True)
                     self._wait_gone()
+                    if self.process is not None:  # our child: collect it, leave no zombie
+                        with suppress(subprocess.TimeoutExpired):
+                            self.process.wait(timeout=10)
+                        self.process = None
                 finally:
                     client.close()
         except (OSError, redis.RedisError):
@@ -262,12 +267,6 @@ class _Store:
 
 _stores: dict[Path, _Store] = {}
 _stores_lock = threading.Lock()
-_children: list[subprocess.Popen[bytes]] = []
-
-
-def _reap_later(process: subprocess.Popen[bytes]) -> None:
-    """Keep a handle on a started server so it is reaped (not left a zombie) if it exits."""
-    _children.append(process)
 
 
 def _socket_path(path: Path) -> Path:
