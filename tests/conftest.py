@@ -71,23 +71,43 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
         client.close()
 
 
-BACKENDS = ["redis"]
+BACKENDS = ["redis", "memory"]
 
 
-@pytest.fixture(params=BACKENDS)
-def make_tracker(
-    request: pytest.FixtureRequest, redis_url: str, prefix: str
-) -> Iterator[Callable[..., ActivityTracker]]:
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "redis_only: a test using make_tracker that only makes sense on Redis"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each test using ``make_tracker`` once per backend; a test that also looks at Redis
+    itself (``redis_client``) or is marked ``redis_only`` runs on Redis only."""
+    if "make_tracker" not in metafunc.fixturenames:
+        return
+    redis_only = "redis_client" in metafunc.fixturenames or any(
+        metafunc.definition.iter_markers("redis_only")
+    )
+    metafunc.parametrize("make_tracker", ["redis"] if redis_only else BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def make_tracker(request: pytest.FixtureRequest) -> Iterator[Callable[..., ActivityTracker]]:
     """Build ``ActivityTracker``s on the backend under test (each test runs once per backend).
 
     Every tracker made starts empty: on Redis each gets its own key prefix under this test's
-    ``prefix``. All are closed after the test."""
+    ``prefix``; the memory backend takes no url or prefix (and starts no server). All are
+    closed after the test."""
     made: list[ActivityTracker] = []
+    backend: str = request.param
+    if backend == "redis":
+        redis_url: str = request.getfixturevalue("redis_url")
+        prefix: str = request.getfixturevalue("prefix")
 
     def make(**options: Any) -> ActivityTracker:
-        if request.param == "redis":
+        if backend == "redis":
             options = {"url": redis_url, "prefix": f"{prefix}:{len(made)}", **options}
-        tracker = ActivityTracker(backend=request.param, **options)
+        tracker = ActivityTracker(backend=backend, **options)
         made.append(tracker)
         return tracker
 

@@ -256,6 +256,7 @@ def test_buffered_tracker_checks_arguments_in_the_callers_thread(make_tracker):
             BufferedTracker(buffered.tracker, interval=0)
 
 
+@pytest.mark.redis_only  # a forked child of the memory backend has a copy of its own
 def test_buffered_tracker_survives_fork(make_tracker):
     tracker = make_tracker()
     buffered = BufferedTracker(tracker, max_events=100, interval=60)

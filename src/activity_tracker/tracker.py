@@ -20,6 +20,10 @@ _BUILTIN_BACKENDS = {
         "activity_tracker.backends.redis.RedisBackend",
         "activity_tracker.backends.redis.AsyncRedisBackend",
     ),
+    "memory": (
+        "activity_tracker.backends.memory.MemoryBackend",
+        "activity_tracker.backends.memory.AsyncMemoryBackend",
+    ),
 }
 
 
