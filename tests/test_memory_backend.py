@@ -1,0 +1,135 @@
+"""What is specific to the memory backend: threads, precision, sketch size, hashing, asyncio.
+Its semantics are the contract suite's and the model test's job (both run on it)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import math
+import os
+import subprocess
+import sys
+import threading
+
+import datasketch
+import pytest
+
+from activity_tracker import ActivityTracker, AsyncActivityTracker
+from activity_tracker.backends.memory import PRECISION, MemoryBackend, hash64
+from activity_tracker.keys import Bucket
+from activity_tracker.periods import DAILY, Period
+
+DAY = datetime.date(2024, 1, 10)
+NEXT_DAY = DAY + datetime.timedelta(days=1)
+ONE_DAY = {"start": DAY, "end": NEXT_DAY}
+
+
+def counts_on(tracker: ActivityTracker, **collapse: object) -> dict[Bucket, int]:
+    tracker.collapse(date=NEXT_DAY, **collapse)
+    [(_, counts)] = tracker.lookup_daily(**ONE_DAY)
+    return counts
+
+
+def test_many_threads_tracking_at_once_give_exact_counts():
+    tracker = ActivityTracker(backend="memory", periods=[DAILY, "weekly"])
+    start = threading.Barrier(8)
+
+    def work(thread: int) -> None:
+        start.wait()
+        for n in range(200):
+            user = f"user-{(n + thread) % 10}"
+            tracker.track(id=user, bucket="anon", date=DAY)
+            # Each thread logs its own session in: tracked, then moved to "auth".
+            tracker.track(id=f"s{thread}-{n % 3}", bucket="anon", date=DAY)
+            tracker.track(
+                id=thread, bucket="auth", old_id=f"s{thread}-{n % 3}", old_bucket="anon", date=DAY
+            )
+        tracker.track_many([(f"batch-{thread}", "batch", None, None, DAY)] * 50)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert counts_on(tracker, aggregate_buckets={"all": ["anon", "auth"]}) == {
+        "anon": 10,
+        "auth": 8,
+        "batch": 8,
+        "all": 18,
+    }
+
+
+def test_precision_is_redis_p14_within_four_standard_errors():
+    tracker = ActivityTracker(backend="memory")
+    n = 50_000
+    tracker.track_many((f"user-{i}", None, None, None, DAY) for i in range(n))
+    count = counts_on(tracker)[None]
+    standard_error = 1.04 / math.sqrt(2**PRECISION)  # about 0.81%
+    assert abs(count - n) / n <= 4 * standard_error
+    # Hashing is deterministic, so this is a fixed result, not a flaky one.
+    assert counts_on(tracker)[None] == count
+
+
+def test_a_sketch_has_16384_registers_whatever_it_holds():
+    backend = MemoryBackend()
+    tracker = ActivityTracker(backend=backend)
+    tracker.track(id=1, bucket="small", date=DAY)
+    tracker.track_many((str(i), "big", None, None, DAY) for i in range(20_000))
+    sketches = backend._periods[Period(DAILY, DAY)].sketches
+    for bucket in ("small", "big"):
+        hll = sketches[bucket].hll
+        assert isinstance(hll, datasketch.HyperLogLog)
+        assert hll.p == PRECISION == 14
+        assert len(hll.reg) == 2**14 == 16384
+
+
+def test_small_sets_count_exactly():
+    tracker = ActivityTracker(backend="memory")
+    for n in range(1, 31):
+        tracker.track(id=f"user-{n}", bucket=f"b{n}", date=DAY)
+        for user in range(1, n):
+            tracker.track(id=f"user-{user}", bucket=f"b{n}", date=DAY)
+    counts = counts_on(tracker)
+    assert counts == {f"b{n}": n for n in range(1, 31)}
+
+
+def test_ids_hash_the_same_in_every_process():
+    ids = ["1", "user-42", "日本", ""]
+    script = (
+        f"from activity_tracker.backends.memory import hash64; print([hash64(i) for i in {ids!r}])"
+    )
+    seen = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        result = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        seen.add(result.stdout.strip())
+    assert seen == {str([hash64(i) for i in ids])}
+    assert all(0 <= hash64(i) < 2**64 for i in ids)
+
+
+def test_options_are_refused_and_nothing_expires():
+    with pytest.raises(TypeError, match="url"):
+        ActivityTracker(backend="memory", url="redis://localhost:6379/0")
+    with pytest.raises(TypeError, match="retention"):
+        ActivityTracker(backend="memory", retention=1)
+    tracker = ActivityTracker(backend="memory")
+    tracker.track(id=1, date=DAY)
+    tracker.collapse(date=NEXT_DAY)
+    tracker.track(id=2, date=DAY)  # a late event, long after: the raw sketch is still there
+    tracker.collapse(date=datetime.date(2030, 1, 1), max_periods=10_000)
+    assert tracker.lookup_daily(**ONE_DAY) == [(DAY, {None: 2})]
+    tracker.close()
+
+
+def test_async_tracker_on_memory():
+    async def scenario() -> list[tuple[datetime.date, dict[Bucket, int]]]:
+        async with AsyncActivityTracker(backend="memory") as tracker:
+            await tracker.track(id="s1", bucket="anon", date=DAY)
+            await tracker.track(id=1, bucket="auth", old_id="s1", old_bucket="anon", date=DAY)
+            await tracker.track_many([(2, "auth", None, None, DAY)])
+            await tracker.collapse(date=NEXT_DAY, aggregate_buckets={"all": ["anon", "auth"]})
+            return await tracker.lookup_daily(**ONE_DAY)
+
+    assert asyncio.run(scenario()) == [(DAY, {"all": 2, "anon": 0, "auth": 2})]
