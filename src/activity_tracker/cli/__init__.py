@@ -25,7 +25,6 @@ from rich.progress import (
 from .. import periods as _periods
 from ..embedded import (
     default_store_path,
-    embedded_url,
     is_embedded_url,
     path_from_url,
     url_for_path,
@@ -82,11 +81,8 @@ def _redacted(url: str) -> str:
 @contextmanager
 def open_tracker(settings: Settings, periods: Sequence[str] = DEFAULT_PERIODS) -> Iterator[Any]:
     """An :class:`ActivityTracker` on the store of ``settings``, closed afterwards."""
-    url = settings.store_url
-    if is_embedded_url(url):
-        url = embedded_url(url)  # the server started (or found) and held; its unix:// URL
     tracker = ActivityTracker(
-        periods=list(periods), url=url, prefix=settings.prefix, timezone=settings.timezone
+        periods=list(periods), url=settings.store_url, prefix=settings.prefix, timezone=settings.timezone
     )
     try:
         yield tracker
