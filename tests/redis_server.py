@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -45,6 +46,29 @@ def _free_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+# A cluster node also listens on its port + 10000 (the cluster bus), so Redis refuses
+# ports above 55535; the kernel's ephemeral range often reaches 60999.
+_CLUSTER_PORTS = range(20000, 55536)
+
+
+def _free_cluster_port() -> int:
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.choice(_CLUSTER_PORTS)
+        if _is_free(port) and _is_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair (port, port + 10000) for a cluster node")
 
 
 def _log_tail(log_path: Path, limit: int = 2000) -> str:
@@ -85,7 +109,7 @@ def start_redis_server(
     work_dir.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     for attempt in range(1, attempts + 1):
-        port = _free_port()
+        port = _free_cluster_port() if cluster else _free_port()
         log_path = work_dir / f"redis-{port}.log"
         command = [
             binary,
