@@ -82,7 +82,10 @@ def _redacted(url: str) -> str:
 def open_tracker(settings: Settings, periods: Sequence[str] = DEFAULT_PERIODS) -> Iterator[Any]:
     """An :class:`ActivityTracker` on the store of ``settings``, closed afterwards."""
     tracker = ActivityTracker(
-        periods=list(periods), url=settings.store_url, prefix=settings.prefix, timezone=settings.timezone
+        periods=list(periods),
+        url=settings.store_url,
+        prefix=settings.prefix,
+        timezone=settings.timezone,
     )
     try:
         yield tracker
