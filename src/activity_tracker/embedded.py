@@ -34,7 +34,6 @@ stay behind; and its ``__init__`` imports ``pkg_resources``, which setuptools de
 from __future__ import annotations
 
 import atexit
-import fcntl
 import hashlib
 import importlib.util
 import os
@@ -141,6 +140,10 @@ class _Store:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
+        # Imported here, not at the top: fcntl is POSIX-only, and the Redis backend imports
+        # this module, so importing the library must not need it.
+        import fcntl
+
         with self.lock_path.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
