@@ -162,6 +162,10 @@ def test_retention_none_keeps_raw_sketches(make_tracker, redis_client, prefix):
     tracker.collapse(date=NEXT_DAY)
     key = KeySchema(prefix).hll(Period("daily", DAY), encode_bucket(None))
     assert redis_client.ttl(key) == -1
+    # Collapsing no bucket, with nothing to store, still works and keeps the sketches.
+    tracker.collapse(buckets=[], date=NEXT_DAY)
+    assert redis_client.ttl(key) == -1
+    assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {None: 1})]
 
 
 def test_bad_redis_options(redis_url):

@@ -367,9 +367,10 @@ class _PeriodPlan:
             estimate, moved_out = int(replies[2 * position]), int(replies[2 * position + 1])
             fields += [code, str(corrected_count(estimate, moved_out))]
         key = schema.counts(self.period)
-        if expires_at is None:
-            return [Command(("HSET", key, *fields)), Command(("HDEL", key, SKETCHES_EXPIRE_FIELD))]
-        return [Command(("HSET", key, *fields, SKETCHES_EXPIRE_FIELD, expires_at))]
+        if expires_at is not None:
+            return [Command(("HSET", key, *fields, SKETCHES_EXPIRE_FIELD, expires_at))]
+        kept = [Command(("HDEL", key, SKETCHES_EXPIRE_FIELD))]
+        return [Command(("HSET", key, *fields)), *kept] if fields else kept
 
 
 def lookup(schema: KeySchema, job: LookupJob) -> Operation[list[Mapping[Bucket, int]]]:
