@@ -85,12 +85,14 @@ def test_bad_events_name_their_index_and_the_events_before_are_recorded(make_tra
         tracker.track_many(["user-1"])
     with pytest.raises(TypeError, match=r"events\[0\]: an event tuple has at most 6"):
         tracker.track_many([(1, None, None, None, DAY, None, "extra")])
+    with pytest.raises(ValueError, match=r"events\[1\]: id: .* is not valid unicode text"):
+        tracker.track_many([{"id": "e", "date": DAY}, {"id": "\ud800", "date": DAY}])
     with pytest.raises(TypeError, match="date"):
         tracker.batch().track(id=1, date="2024-01-10")
     with pytest.raises(ValueError, match="max_events"):
         tracker.batch(max_events=0)
     tracker.collapse(date=NEXT_DAY)
-    assert tracker.lookup_daily(**ONE_DAY) == [(DAY, {None: 2})]
+    assert tracker.lookup_daily(**ONE_DAY) == [(DAY, {None: 3})]
 
 
 def test_the_default_backend_batch_is_track_in_order():

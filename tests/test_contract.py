@@ -251,6 +251,13 @@ def test_bucket_names_with_awkward_characters_stay_apart(make_tracker):
         (lambda t: t.track(id=1, periods="daily"), TypeError, "periods"),
         (lambda t: t.track(id=1, date="2024-01-10"), TypeError, "date"),
         (lambda t: t.track(id=1, bucket=5), TypeError, "bucket"),
+        (lambda t: t.track(id="\ud800"), ValueError, "^id: "),
+        (lambda t: t.track(id="u", old_id="\udfff", old_bucket="a"), ValueError, "^old_id: "),
+        (
+            lambda t: t.track(id="\ud800", bucket="b", old_id="s", old_bucket="a"),
+            ValueError,
+            "^id: ",
+        ),
         (lambda t: t.track(id=1, old_id=2, old_bucket=["x"]), TypeError, "old_bucket"),
         (lambda t: t.collapse(buckets="ab", date=NEXT_DAY), TypeError, "buckets"),
         (lambda t: t.collapse(max_periods=0), ValueError, "max_periods"),

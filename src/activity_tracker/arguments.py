@@ -64,14 +64,18 @@ def period_kinds(periods: object, default: tuple[str, ...]) -> tuple[str, ...]:
 
 def id_text(value: object, argument: str) -> str:
     """An id as the text it is compared by: ``123`` and ``"123"`` are the same id."""
-    if isinstance(value, str):
-        return value
     if isinstance(value, bytes | bytearray):
         try:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"{argument}: bytes ids must be UTF-8 text") from exc
-    return str(value)
+    text = value if isinstance(value, str) else str(value)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{argument}: {text!r} is not valid unicode text") from exc
+    return text
 
 
 def bucket_name(value: object, argument: str) -> Bucket:

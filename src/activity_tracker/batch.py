@@ -82,7 +82,7 @@ class ActivityChecker:
         if id is None or old_id is not None or old_bucket is not None or periods is not None:
             kinds = arguments.period_kinds(periods, self.kinds)
             return arguments.activity(kinds, self.timezone, id, bucket, old_id, old_bucket, date)
-        if type(id) is not str:
+        if type(id) is not str or not id.isascii():
             id = arguments.id_text(id, "id")
         try:
             known = bucket in self._buckets
@@ -109,7 +109,7 @@ class ActivityChecker:
         ``first_index`` is the index of the next event in the caller's ``events``, for error
         messages.
 
-        The common event (a tuple or dict with an id, a bucket already seen and a
+        The common event (a tuple or dict with an ASCII id, a bucket already seen and a
         ``datetime.date`` already seen, no id change) is checked inline here; any other goes
         through :meth:`event`, which checks it in full. An exact repeat of such an event
         since the last send is dropped when its id was not moved since: adding an id to a
@@ -139,6 +139,7 @@ class ActivityChecker:
                     new_id = None
                 if (
                     type(new_id) is str
+                    and new_id.isascii()  # else the full check: it may not be valid text
                     and old_id is None
                     and old_bucket is None
                     and type(date) is datetime.date
