@@ -369,8 +369,8 @@ class _PeriodPlan:
         key = schema.counts(self.period)
         if expires_at is not None:
             return [Command(("HSET", key, *fields, SKETCHES_EXPIRE_FIELD, expires_at))]
-        kept = [Command(("HDEL", key, SKETCHES_EXPIRE_FIELD))]
-        return [Command(("HSET", key, *fields)), *kept] if fields else kept
+        requests: list[Request] = [Command(("HSET", key, *fields))] if fields else []
+        return [*requests, Command(("HDEL", key, SKETCHES_EXPIRE_FIELD))]
 
 
 def lookup(schema: KeySchema, job: LookupJob) -> Operation[list[Mapping[Bucket, int]]]:
