@@ -121,14 +121,20 @@ def test_a_user_seen_fifty_times_costs_one_element():
     [call] = next(redis_plan.track_many(schema, events))
     # No moves; bucket "web", registered; 2 ids to check, joined in one argument; none out
     # or back: each id once.
-    buckets, moved, code, registered, check, joined, out, back = call.args
-    assert (buckets, moved, code, registered) == ("1", "0", "b:web", "1")
+    buckets, moved, code, registered, left, check, joined, out, back = call.args
+    assert (buckets, moved, code, registered, left) == ("1", "0", "b:web", "1", "0")
     assert (check, out, back) == ("-2", "0", "0")
     assert sorted(joined.split("\n")) == ["heavy", "light"]
-    assert call.keys == (schema.moved(day), schema.buckets(day), *schema.bucket_keys(day, "b:web"))
+    assert call.keys == (
+        schema.moved(day),
+        schema.buckets(day),
+        schema.left(day),
+        schema.counts(day),
+        *schema.bucket_keys(day, "b:web"),
+    )
     # An id holding a newline makes its list go one id per argument.
     [call] = next(redis_plan.track_many(schema, [Activity((day,), "a\nb", None, None, None)]))
-    assert call.args == ("1", "0", "default", "1", "1", "a\nb", "0", "0")
+    assert call.args == ("1", "0", "default", "1", "0", "1", "a\nb", "0", "0")
 
 
 @pytest.fixture

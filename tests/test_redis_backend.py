@@ -124,6 +124,17 @@ def test_a_key_of_the_wrong_type_is_an_error_and_left_untouched(make_tracker, re
         tracker.collapse(date=NEXT_DAY, aggregate_buckets={"agg": ["mine"]})
     assert redis_client.lrange(schema.hll(period, encode_bucket("agg")), 0, -1) == [b"x"]
 
+    # What a move reads besides: the registry of buckets left and the period's counts hash.
+    move = {"id": 2, "bucket": "b", "old_id": 1, "old_bucket": "a", "date": DAY}
+    for key in (schema.left(period), schema.counts(period)):
+        for mine in redis_client.scan_iter(match=f"{prefix}:*"):
+            redis_client.delete(mine)
+        redis_client.set(key, "someone else's value")
+        for call in (lambda: tracker.track(**move), lambda: tracker.track_many([move])):
+            with pytest.raises(WrongKeyTypeError, match=key.rsplit(":", 1)[1]):
+                call()
+            assert redis_client.keys(f"{prefix}:*") == [key.encode()]
+
 
 def test_an_unreachable_redis_raises_the_documented_error():
     with socket.socket() as sock:
@@ -154,6 +165,35 @@ def test_raw_sketches_expire_after_retention_and_counts_stay(make_tracker, redis
     tracker.track(id=3, bucket="a", date=DAY)
     tracker.collapse(date=NEXT_DAY)
     assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {"a": 0, "b": 1})]
+
+
+def test_every_raw_key_expires_those_of_moves_and_late_events_included(
+    make_tracker, redis_client, prefix
+):
+    tracker = make_tracker(prefix=prefix, retention=1)
+
+    def raw_keys() -> list[bytes]:
+        return [k for k in redis_client.scan_iter(match=f"{prefix}:*") if b":counts" not in k]
+
+    # A session tracked the day before logs in: in this day, "anon" only had an id moved out.
+    tracker.track(id="u1", bucket="auth", old_id="s1", old_bucket="anon", date=DAY)
+    tracker.collapse(date=NEXT_DAY)
+    assert any(b"anon" in key for key in raw_keys())
+    assert all(0 < redis_client.pttl(key) <= 1000 for key in raw_keys())
+    # Late events, which the cron's next collapse will not see: they expire with the rest.
+    tracker.track(id="u2", bucket="late", date=DAY)
+    tracker.track(id="u3", bucket="auth", old_id="s3", old_bucket="other", date=DAY)
+    late = {"id": "u4", "bucket": "later", "old_id": "s4", "old_bucket": "gone", "date": DAY}
+    tracker.track_many([late])
+    assert any(b"gone" in key for key in raw_keys())
+    assert all(0 < redis_client.pttl(key) <= 1000 for key in raw_keys())
+    time.sleep(1.2)
+    assert raw_keys() == []
+    # After that, the period's counts are final and an event leaves no key behind.
+    tracker.track(id="u5", bucket="after", old_id="s5", old_bucket="anon", date=DAY)
+    tracker.track_many([{**late, "id": "u6"}])
+    assert raw_keys() == []
+    assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {"auth": 1})]
 
 
 def test_retention_none_keeps_raw_sketches(make_tracker, redis_client, prefix):

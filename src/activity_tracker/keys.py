@@ -7,6 +7,7 @@ Per period (``P`` is its tag, e.g. ``d2024-01-31``) and bucket (``B`` is its enc
     {prefix}:{P}:back:B     set: ids tracked in B after they were first moved in P
     {prefix}:{P}:moved      set: every id moved out of any bucket in P
     {prefix}:{P}:buckets    set: encodings of the buckets tracked in P
+    {prefix}:{P}:left       set: encodings of the buckets ids were moved out of in P
     {prefix}:{P}:counts     hash: bucket encoding -> collapsed count (kept for good)
 
 ``{P}`` is a Redis Cluster hash tag: all keys of one period live in one slot, so the scripts
@@ -98,6 +99,9 @@ class KeySchema:
 
     def buckets(self, period: Period) -> str:
         return self._period_key(period, "buckets")
+
+    def left(self, period: Period) -> str:
+        return self._period_key(period, "left")
 
     def counts(self, period: Period) -> str:
         return self._period_key(period, "counts")

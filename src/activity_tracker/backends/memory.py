@@ -10,6 +10,7 @@ imprecision included. Per period:
   their first move in the period;
 - ``moved``: every id moved out of any bucket in the period;
 - ``registry``: the buckets tracked in the period (what ``collapse(buckets=None)`` measures);
+- ``left``: the buckets ids were moved out of (no aggregate may take their names);
 - ``counts``: the collapsed counts.
 
 A count is :func:`~activity_tracker.corrections.corrected_count` of the HLL estimate (rounded
@@ -79,6 +80,7 @@ class _PeriodData:
 
     moved: set[str] = field(default_factory=set)
     registry: set[Bucket] = field(default_factory=set)
+    left: set[Bucket] = field(default_factory=set)
     sketches: dict[Bucket, _Sketch] = field(default_factory=dict)
     counts: dict[Bucket, int] = field(default_factory=dict)
 
@@ -131,6 +133,7 @@ class MemoryBackend(Backend):
                 # Into the HLL too, so that "out" stays a subset of what the HLL counts.
                 old.hll.update(old_id)
                 data.moved.add(old_id)
+                data.left.add(activity.old_bucket)
                 old.out.add(old_id)
                 old.back.discard(old_id)
             if new_id is not None:
@@ -152,9 +155,9 @@ class MemoryBackend(Backend):
             # Check every period before writing to any, as the Redis backend does.
             for period, data in todo:
                 for name, _ in job.aggregates:
-                    if name in data.registry:
+                    if name in data.registry or name in data.left:
                         raise ValueError(
-                            f"aggregate_buckets: {name!r} is a bucket tracked in the "
+                            f"aggregate_buckets: {name!r} is a bucket used in the "
                             f"{period.kind} period of {period.start}; an aggregate needs a "
                             "name of its own"
                         )

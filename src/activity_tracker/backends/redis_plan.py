@@ -86,6 +86,7 @@ def track_call(schema: KeySchema, activity: Activity, periods: Sequence[Period])
         activity.id or "",
         _code(activity.bucket),
         activity.old_id or "",
+        _code(activity.old_bucket),
     )
     keys = _track_keys(schema, tuple(periods), activity.bucket, activity.old_bucket, adds, discards)
     return ScriptCall("track", keys, args)
@@ -108,9 +109,10 @@ def _track_keys(
     new_code, old_code = _code(bucket), _code(old_bucket)
     keys: list[str] = []
     for period in periods:
-        keys.append(schema.moved(period))
+        keys += (schema.moved(period), schema.counts(period))
         if discards:
             keys.extend(schema.bucket_keys(period, old_code))
+            keys.append(schema.left(period))
         if adds:
             keys.append(schema.buckets(period))
             keys.extend(schema.bucket_keys(period, new_code))
@@ -143,6 +145,7 @@ class _BucketGroup:
     """
 
     registered: bool = False
+    left: bool = False
     check: set[str] = dataclasses.field(default_factory=set)
     out: set[str] = dataclasses.field(default_factory=set)
     back: set[str] = dataclasses.field(default_factory=set)
@@ -159,7 +162,7 @@ class BatchGroups:
     at a time, in order, with ``track.lua``.
 
     Why grouping is exact: within a period, what an operation reads and writes besides the
-    HyperLogLogs (which only grow, in any order) and the bucket registry (likewise) is the
+    HyperLogLogs (which only grow, in any order) and the bucket registries (likewise) is the
     membership of its own id in ``moved``, ``out`` and ``back``. Operations on different ids
     therefore commute, and only the order of each id's own operations matters. An id's adds
     before its first move in the batch see the server's ``moved`` as it was before the batch
@@ -209,6 +212,7 @@ class BatchGroups:
             if old_id is not None:
                 group = self._bucket(groups, old_code)
                 groups.moved.add(old_id)
+                group.left = True
                 group.out.add(old_id)
                 group.back.discard(old_id)
             if new_id is not None:
@@ -252,11 +256,12 @@ class BatchGroups:
     def _section(
         schema: KeySchema, period: Period, groups: _PeriodGroups
     ) -> tuple[list[str], list[str]]:
-        keys = [schema.moved(period), schema.buckets(period)]
+        keys = [schema.moved(period), schema.buckets(period), schema.left(period)]
+        keys.append(schema.counts(period))
         args: list[str] = [str(len(groups.buckets)), *_id_list(groups.moved)]
         for code, group in groups.buckets.items():
             keys.extend(schema.bucket_keys(period, code))
-            args += (code, "1" if group.registered else "0")
+            args += (code, "1" if group.registered else "0", "1" if group.left else "0")
             args += _id_list(group.check)
             args += _id_list(group.out)
             args += _id_list(group.back)
@@ -288,18 +293,20 @@ def collapse(
         for period in job.periods
         for request in (
             Command(("SMEMBERS", schema.buckets(period))),
+            Command(("SMEMBERS", schema.left(period))),
             Command(("HGET", schema.counts(period), SKETCHES_EXPIRE_FIELD)),
         )
     ]
     plans: list[_PeriodPlan] = []
     for index, period in enumerate(job.periods):
-        tracked = {text(code) for code in listing[2 * index]}
-        expires = listing[2 * index + 1]
-        if not tracked:
-            continue  # nothing was tracked: every count reads 0 without storing anything
+        tracked = {text(code) for code in listing[3 * index]}
+        left = {text(code) for code in listing[3 * index + 1]}
+        expires = listing[3 * index + 2]
+        if not tracked and not left:
+            continue  # nothing was written: every count reads 0 without storing anything
         if expires is not None and float(text(expires)) <= now:
             continue  # its raw sketches are gone: the stored counts are final
-        plans.append(_PeriodPlan.make(period, tracked, job))
+        plans.append(_PeriodPlan.make(period, tracked, left, job))
     if not plans:
         return
     measurements = yield [plan.script_call(schema, retention) for plan in plans]
@@ -319,11 +326,18 @@ class _PeriodPlan:
     expire_only: tuple[str, ...]
 
     @classmethod
-    def make(cls, period: Period, tracked: set[str], job: CollapseJob) -> _PeriodPlan:
+    def make(
+        cls, period: Period, tracked: set[str], left: set[str], job: CollapseJob
+    ) -> _PeriodPlan:
+        """The plan of one period: ``tracked`` and ``left`` are its bucket registries (the
+        buckets ids were added to, and those ids were moved out of)."""
+        if not tracked:
+            # Ids were only moved out: there is nothing to count, only keys to expire.
+            return cls(period=period, measured=(), aggregates=(), expire_only=tuple(sorted(left)))
         for name, _ in job.aggregates:
-            if encode_bucket(name) in tracked:
+            if encode_bucket(name) in tracked | left:
                 raise ValueError(
-                    f"aggregate_buckets: {name!r} is a bucket tracked in the {period.kind} period "
+                    f"aggregate_buckets: {name!r} is a bucket used in the {period.kind} period "
                     f"of {period.start}; an aggregate needs a name of its own"
                 )
         if job.buckets is None:
@@ -337,11 +351,11 @@ class _PeriodPlan:
                 (encode_bucket(name), tuple(encode_bucket(s) for s in sources))
                 for name, sources in job.aggregates
             ),
-            expire_only=tuple(sorted(tracked.difference(measured))),
+            expire_only=tuple(sorted((tracked | left).difference(measured))),
         )
 
     def script_call(self, schema: KeySchema, retention: int | None) -> ScriptCall:
-        keys = [schema.moved(self.period), schema.buckets(self.period)]
+        keys = [schema.moved(self.period), schema.buckets(self.period), schema.left(self.period)]
         for code in self.measured:
             keys.extend(schema.bucket_keys(self.period, code))
         for name, sources in self.aggregates:

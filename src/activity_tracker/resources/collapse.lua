@@ -2,7 +2,7 @@
 --
 -- ARGV[1] seconds to keep the raw keys ("" keeps them for good), ARGV[2] number of buckets
 -- to measure, ARGV[3] number of aggregates, ARGV[4..] the number of sources of each aggregate.
--- KEYS: moved, buckets, then a triple (hll, out, back) per bucket to measure, then per
+-- KEYS: moved, buckets, left, then a triple (hll, out, back) per bucket to measure, then per
 -- aggregate its own triple followed by one triple per source, then triples that only get
 -- their expiry set.
 -- Returns {estimate, moved out} per measured bucket, then per aggregate.
@@ -12,7 +12,7 @@ local measured = tonumber(ARGV[2])
 local aggregates = tonumber(ARGV[3])
 
 local refused = foreign_key_error(function(i)
-  if i > 2 and (i - 3) % 3 == 0 then
+  if i > 3 and (i - 4) % 3 == 0 then
     return 'string'
   end
   return 'set'
@@ -27,7 +27,7 @@ local function measure(hll, out)
   results[#results + 1] = redis.call('SCARD', out)
 end
 
-local k = 3
+local k = 4
 for _ = 1, measured do
   measure(KEYS[k], KEYS[k + 1])
   k = k + 3
