@@ -195,6 +195,20 @@ def test_lookup_returns_whole_periods_oldest_first(make_tracker):
     ]
 
 
+def test_period_aliases_take_their_arguments_by_position_too(make_tracker):
+    tracker = make_tracker(periods=[ActivityTracker.PERIOD_DAILY])
+    tracker.track_weekly("u1", "app", None, None, DAY)
+    tracker.track_daily("u2", "app", None, None, DAY)
+    tracker.collapse_weekly(None, None, D(2024, 1, 15))
+    tracker.collapse_daily(["app"], {"all": ["app"]}, NEXT_DAY)
+    assert tracker.lookup_weekly(D(2024, 1, 8), D(2024, 1, 15), ["app"]) == [
+        (D(2024, 1, 8), {"app": 1})
+    ]
+    assert tracker.lookup_daily(DAY, NEXT_DAY) == [(DAY, {"app": 1, "all": 1})]
+    with pytest.raises(TypeError, match="period"):
+        tracker.lookup_daily(DAY, NEXT_DAY, period="weekly")
+
+
 def test_lookup_ranges_and_missing_buckets(make_tracker):
     tracker = make_tracker()
     tracker.track(id=1, bucket="a", date=DAY)

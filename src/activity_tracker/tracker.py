@@ -58,14 +58,16 @@ def _load_backend(backend: object, options: dict[str, Any], kind: type, asyncio:
     return instance
 
 
-def _alias(method: str, **bound: Any) -> Callable[..., Any]:
-    """``track_daily(**kw)`` and friends: ``method`` with some arguments fixed. The result
-    is the method's (a coroutine for the asyncio tracker)."""
+def _alias(method: str, *first: Any, **bound: Any) -> Callable[..., Any]:
+    """``track_daily(...)`` and friends: ``method`` with its first arguments (``first``) or
+    some keyword arguments (``bound``) fixed; the rest are passed on, by position or name.
+    The result is the method's (a coroutine for the asyncio tracker)."""
 
-    def alias(self: Any, **kwargs: Any) -> Any:
-        return getattr(self, method)(**bound, **kwargs)
+    def alias(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self, method)(*first, *args, **bound, **kwargs)
 
-    alias.__doc__ = f"``{method}({', '.join(f'{k}={v!r}' for k, v in bound.items())}, ...)``."
+    fixed = [repr(value) for value in first] + [f"{k}={v!r}" for k, v in bound.items()]
+    alias.__doc__ = f"``{method}({', '.join(fixed)}, ...)``."
     return alias
 
 
@@ -85,10 +87,10 @@ class _Tracker:
     collapse_weekly = _alias("collapse", periods=[WEEKLY])
     collapse_monthly = _alias("collapse", periods=[MONTHLY])
     collapse_yearly = _alias("collapse", periods=[YEARLY])
-    lookup_daily = _alias("lookup", period=DAILY)
-    lookup_weekly = _alias("lookup", period=WEEKLY)
-    lookup_monthly = _alias("lookup", period=MONTHLY)
-    lookup_yearly = _alias("lookup", period=YEARLY)
+    lookup_daily = _alias("lookup", DAILY)
+    lookup_weekly = _alias("lookup", WEEKLY)
+    lookup_monthly = _alias("lookup", MONTHLY)
+    lookup_yearly = _alias("lookup", YEARLY)
 
     def __init__(self, periods_: object, timezone: object) -> None:
         self.periods = arguments.period_kinds(periods_, (DAILY,))
