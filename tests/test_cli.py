@@ -364,6 +364,9 @@ def test_usage_errors_exit_2(tmp_path: Path, embedded_url: str) -> None:
     assert run(["--url", embedded_url, "ingest"]).exit_code == 2
     assert run(["nonsense"]).exit_code == 2
     assert run(["--timezone", "Mars/Olympus", "--url", embedded_url, "report"]).exit_code == 2
+    late_start = ["report", "--start", "2024-04-15", "--end", "2024-04-08"]
+    assert run(["--url", embedded_url, *late_start]).exit_code == 2
+    assert run(["--url", embedded_url, "--prefix", "a{b}", "report"]).exit_code == 2
 
 
 def test_resume_hint_names_the_files_left(embedded_url: str, tmp_path: Path) -> None:

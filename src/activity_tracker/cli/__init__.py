@@ -30,7 +30,7 @@ from ..embedded import (
     url_for_path,
 )
 from ..errors import ActivityTrackerError
-from ..keys import Bucket
+from ..keys import Bucket, check_prefix
 from ..tracker import ActivityTracker
 from . import ingestion as _ingest
 from . import reporting as _report
@@ -137,6 +137,13 @@ def _check_timezone(ctx: click.Context, param: click.Parameter, value: str | Non
     return value
 
 
+def _check_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return check_prefix(value)
+    except (ValueError, TypeError) as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 PERIOD_CHOICE = click.Choice(_periods.KINDS, case_sensitive=False)
 
 
@@ -157,6 +164,7 @@ PERIOD_CHOICE = click.Choice(_periods.KINDS, case_sensitive=False)
     "--prefix",
     default=DEFAULT_PREFIX,
     show_default=True,
+    callback=_check_prefix,
     help="Key prefix in Redis: trackers with different prefixes never see each other's data.",
 )
 @click.option(
@@ -489,6 +497,8 @@ def report(
     """
     end_day = _parse_date(end, "--end")
     start_day = _parse_date(start, "--start")
+    if start_day and end_day and start_day > end_day:
+        raise click.BadParameter(f"{start_day} is after --end {end_day}", param_hint="--start")
     with open_tracker(settings, [period]) as tracker:
         if end_day is None:
             end_day = datetime.datetime.now(tracker.timezone).date()
