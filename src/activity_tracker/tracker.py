@@ -138,8 +138,8 @@ class ActivityTracker(_Tracker):
     Other keyword options go to the backend; for Redis: ``url``, ``client``, ``host``,
     ``port``, ``db``, ``socket_timeout``, ``prefix``, ``retention``.
 
-    Counts are HyperLogLog estimates with a standard error of about 0.81% (exact below about
-    a hundred ids), corrected exactly for id changes; see the README for the one documented
+    Counts are HyperLogLog estimates with a standard error of about 0.81% (small sets nearly
+    always exact), corrected exactly for id changes; see the README for the one documented
     imprecision of aggregates.
     """
 

@@ -193,9 +193,9 @@ def cli(
 
     Try it on synthetic data first: activity-tracker demo
 
-    Counts are estimates with a standard error of 0.81% (exact for small sets); reports show
-    ±2 standard errors next to each. Data goes to an embedded Redis in a local file unless
-    --url names a server.
+    Counts are estimates with a standard error of 0.81% (small sets nearly always exact);
+    reports show ±2 standard errors next to each. Data goes to an embedded Redis in a local
+    file unless --url names a server.
 
     \b
     Exit status: 0 success, 1 failure (one line on stderr; --debug for the traceback),
