@@ -209,6 +209,10 @@ def test_retention_none_keeps_raw_sketches(make_tracker, redis_client, prefix):
 
 
 def test_bad_redis_options(redis_url):
+    with pytest.raises(ValueError, match="client"):
+        ActivityTracker(url=redis_url, client=redis.Redis.from_url(redis_url))
+    with pytest.raises(ValueError, match="client"):
+        ActivityTracker(socket_timeout=1, client=redis.Redis.from_url(redis_url))
     with pytest.raises(ValueError, match="retention"):
         ActivityTracker(url=redis_url, retention=0)
     with pytest.raises(TypeError, match="retention"):

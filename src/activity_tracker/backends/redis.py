@@ -52,6 +52,10 @@ class _RedisOptions:
             raise TypeError(f"url must be a str, not {type(url).__name__}")
         if url is not None and any(v is not None for v in (host, port, db)):
             raise ValueError("give url= or host=/port=/db=, not both")
+        # With client=, these would be ignored: connect() refuses them.
+        self.connection_options_given = any(
+            v is not None for v in (url, host, port, db, socket_timeout)
+        )
         if url is None and all(v is None for v in (host, port, db)):
             url = os.environ.get(URL_ENVIRONMENT_VARIABLE) or DEFAULT_URL
         self.url = url
@@ -62,6 +66,10 @@ class _RedisOptions:
         """``client`` if given (it must be one of ``client_types``), else a new client from
         ``module`` (``redis`` or ``redis.asyncio``) for these options."""
         if client is not None:
+            if self.connection_options_given:
+                raise ValueError(
+                    "client: give client= or url=/host=/port=/db=/socket_timeout=, not both"
+                )
             if not isinstance(client, client_types):
                 names = " or ".join(f"{t.__module__}.{t.__name__}" for t in client_types)
                 raise TypeError(f"client must be a {names}, not {type(client).__name__}")
