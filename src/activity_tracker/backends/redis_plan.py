@@ -256,8 +256,12 @@ class BatchGroups:
     def _section(
         schema: KeySchema, period: Period, groups: _PeriodGroups
     ) -> tuple[list[str], list[str]]:
-        keys = [schema.moved(period), schema.buckets(period), schema.left(period)]
-        keys.append(schema.counts(period))
+        keys = [
+            schema.moved(period),
+            schema.buckets(period),
+            schema.left(period),
+            schema.counts(period),
+        ]
         args: list[str] = [str(len(groups.buckets)), *_id_list(groups.moved)]
         for code, group in groups.buckets.items():
             keys.extend(schema.bucket_keys(period, code))
