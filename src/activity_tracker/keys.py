@@ -30,6 +30,7 @@ Bucket = str | None
 DEFAULT_BUCKET_CODE = "default"
 _STR_BUCKET_MARK = "b:"
 # A counts-hash field no bucket encoding can produce: when the raw sketches expire.
+# track.lua and track_many.lua read it by this name (passing it would cost every track()).
 SKETCHES_EXPIRE_FIELD = "@expires"
 
 
