@@ -491,8 +491,9 @@ def report(
 ) -> None:
     """Show collapsed counts: one row per period lying wholly inside [--start, --end).
 
-    Each count is an estimate; ± is two standard errors (2 x 1.04/sqrt(16384), about 1.6%
-    of the count), the range about 95% of counts fall in. Periods not collapsed yet read 0:
+    Each count is an estimate; ± is two standard errors of the sketch it was read from (2 x
+    1.04/sqrt(16384), about 1.6% of what that sketch holds, ids moved out of the bucket
+    included), the range about 95% of counts fall in. Periods not collapsed yet read 0:
     run `collapse` first.
     """
     end_day = _parse_date(end, "--end")
@@ -509,6 +510,7 @@ def report(
             start=start_day,
             end=end_day,
             buckets=[_bucket(b) for b in buckets] if buckets else None,
+            with_error=True,
         )
     if plot:
         from .plot import plot_counts, series_from_rows
