@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import datasketch
 import pytest
@@ -77,7 +78,7 @@ def test_a_sketch_has_16384_registers_whatever_it_holds():
     tracker.track_many((str(i), "big", None, None, DAY) for i in range(20_000))
     sketches = backend._periods[Period(DAILY, DAY)].sketches
     for bucket in ("small", "big"):
-        hll = sketches[bucket].hll
+        hll = sketches[bucket]
         assert isinstance(hll, datasketch.HyperLogLog)
         assert hll.p == PRECISION == 14
         assert len(hll.reg) == 2**14 == 16384
@@ -109,18 +110,33 @@ def test_ids_hash_the_same_in_every_process():
     assert all(0 <= hash64(i) < 2**64 for i in ids)
 
 
-def test_options_are_refused_and_nothing_expires():
+def test_options_other_than_retention_are_refused():
     with pytest.raises(TypeError, match="url"):
         ActivityTracker(backend="memory", url="redis://localhost:6379/0")
+    with pytest.raises(ValueError, match="retention=None"):
+        ActivityTracker(backend="memory", retention=None)
     with pytest.raises(TypeError, match="retention"):
-        ActivityTracker(backend="memory", retention=1)
-    tracker = ActivityTracker(backend="memory")
-    tracker.track(id=1, date=DAY)
+        ActivityTracker(backend="memory", retention="1d")
+
+
+def test_raw_data_expires_lazily_after_retention_and_counts_stay():
+    backend = MemoryBackend(retention=1)
+    tracker = ActivityTracker(backend=backend)
+    period = Period(DAILY, DAY)
+    tracker.track(id=1, bucket="a", date=DAY)
+    tracker.track(id=2, bucket="b", old_id=1, old_bucket="a", date=DAY)
+    tracker.collapse(date=NEXT_DAY, aggregate_buckets={"all": ["a", "b"]})
+    # The day ended long ago: its data lives `retention` from its first write.
+    first_deadline = backend._periods[period].deadline
+    assert first_deadline == math.ceil(first_deadline) <= time.time() + 2
+    time.sleep(max(0.0, first_deadline - time.time()) + 0.05)
+    assert backend._live(period, time.time()) is None
+    # A late event starts a new generation of raw data, with a deadline of its own, but the
+    # counts are final: a collapse leaves them as they were.
+    tracker.track(id=3, bucket="a", date=DAY)
+    assert backend._periods[period].deadline > first_deadline
     tracker.collapse(date=NEXT_DAY)
-    tracker.track(id=2, date=DAY)  # a late event, long after: the raw sketch is still there
-    tracker.collapse(date=datetime.date(2030, 1, 1), max_periods=10_000)
-    assert tracker.lookup_daily(**ONE_DAY) == [(DAY, {None: 2})]
-    tracker.close()
+    assert tracker.lookup_daily(**ONE_DAY) == [(DAY, {"a": 0, "all": 1, "b": 1})]
 
 
 def test_async_tracker_on_memory():
