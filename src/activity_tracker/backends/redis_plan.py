@@ -288,7 +288,7 @@ class BatchGroups:
         self, schema: KeySchema, retention: int, now: float, split_periods: bool = False
     ) -> list[Request]:
         """The ``track_many.lua`` calls: one for every period, or one per period."""
-        hashes: dict[str, bytes] = {}
+        hashes = _HASHES
         self._sections = []
         sections = []
         for period, groups in self.periods.items():
@@ -327,10 +327,12 @@ class BatchGroups:
         now: float,
         hashes: dict[str, bytes],
     ) -> tuple[list[str], list[Any]]:
+        get = hashes.get
+
         def hash_of(id: str) -> bytes:
-            found = hashes.get(id)
-            if found is None:
-                found = hashes[id] = id_hash(id)
+            if len(hashes) >= _HASH_CACHE_SIZE:
+                hashes.clear()
+            found = hashes[id] = id_hash(id)
             return found
 
         moved = groups.moved
@@ -343,16 +345,15 @@ class BatchGroups:
             keys.append(schema.hll(period, code))
             args += (code, group.added + 2 * group.moved_out)
             args += _id_list(group.ids)
-            checks = []
-            for id in group.checks:
-                if id in moved:
+            checks = group.checks
+            if moved:
+                for id in checks.intersection(moved):
                     checked_then_moved.setdefault(id, []).append(position)
-                else:
-                    checks.append(hash_of(id))
-            args.append(b"".join(checks))
+                checks = checks.difference(moved)
+            args.append(b"".join([get(id) or hash_of(id) for id in checks]))
         args.append(len(moved))
         for id, last in moved.items():
-            entry = bytearray(hash_of(id))
+            entry = bytearray(get(id) or hash_of(id))
             for position in checked_then_moved.get(id, ()):
                 entry += (position * 4).to_bytes(3, "big")
             for code, flag in last.items():
@@ -360,6 +361,11 @@ class BatchGroups:
             args.append(bytes(entry))
         return keys, args
 
+
+# The id hashes of recent batches: most ids of a batch were in the previous ones (hashing
+# costs more than the rest of grouping an id). Cleared when full; a race only recomputes.
+_HASHES: dict[str, bytes] = {}
+_HASH_CACHE_SIZE = 1 << 17
 
 _Target = tuple[dict[str, dict[str, int]], _BucketGroup, str]
 _Targets = tuple[tuple[Period, ...], tuple[_Target, ...]]

@@ -25,7 +25,8 @@
 -- of a period expire together, and none ever lives without an expiry.
 --
 -- This runs once per event. The common case (a registered bucket, no id changes in the
--- period) is one HMGET and one PFADD per period; with id changes, one HMGET of chg more.
+-- period) is one HMGET and one PFADD per period; with id changes, one HMGET of chg more
+-- (the records of the id's shard), and only an id with records goes the longer way.
 
 local mode = ARGV[1]
 local adds, moves = mode ~= '2', mode ~= '1'
@@ -94,17 +95,11 @@ end
 fields[#fields + 1] = '@deadline'
 fields[#fields + 1] = '@moved'
 
--- Pass 1: read, probe, and decide every write of every period.
-local plans = {}
-for p = 1, periods do
-  local base = (p - 1) * stride
+-- Pass 1 for a period outside the common case: probe, and decide every write. Returns the
+-- plan, or nil and the reply refusing the call.
+local function plan_period(p, base, read)
   local reg, chg = KEYS[base + 1], KEYS[base + 2]
   local plan = {reg = reg, chg = chg, deadline = ARGV[3 + p]}
-  plans[p] = plan
-  local read = read_hash(reg, unpack(fields))
-  if problem then
-    break
-  end
   local deadline, moved = read[#fields - 1], read[#fields]
   plan.fresh = not deadline -- the period's first write
   if deadline then
@@ -123,7 +118,7 @@ for p = 1, periods do
   for which, c in ipairs({code, old_code}) do
     local state = states[c]
     if state and string.sub(state, 1, 1) == 'a' and ((which == 1 and adds) or (which == 2 and moves)) then
-      return {which, p}
+      return nil, {which, p}
     end
   end
   if adds and not states[code] then
@@ -133,7 +128,7 @@ for p = 1, periods do
     probe_hll(plan.old_hll)
   end
   if problem then
-    break
+    return plan
   end
   plan.new_keys = {} -- keys this call may create
   plan.states = {} -- new registry values
@@ -172,7 +167,7 @@ for p = 1, periods do
     end
     local got = read_hash(chg, unpack(read_shards))
     if problem then
-      break
+      return plan
     end
     for i, s in ipairs(read_shards) do
       blobs[s] = got[i] or ''
@@ -229,13 +224,47 @@ for p = 1, periods do
   if moves and (plan.fresh or not states[old_code]) and not (adds and old_code == code) then
     plan.new_keys[#plan.new_keys + 1] = plan.old_hll
   end
+  return plan
+end
+
+-- Pass 1: read, probe, and decide every write of every period. The common case (an add to a
+-- bucket ids were added to before, of an id without change records) needs only its PFADD.
+local plans = {}
+for p = 1, periods do
+  local base = (p - 1) * stride
+  local read = read_hash(KEYS[base + 1], unpack(fields))
+  if problem then
+    break
+  end
+  local state = tonumber(read[1])
+  local common = not moves and state and state % 2 == 1 and read[2]
+  if common and read[3] then
+    -- The period has id changes: the common case still, if this id has no records.
+    local blob = read_hash(KEYS[base + 2], shard(hash))[1]
+    if problem then
+      break
+    end
+    common = not blob or not string.find(blob, hash, 1, true)
+  end
+  if common then
+    plans[p] = false
+  else
+    local plan, refusal = plan_period(p, base, read)
+    if refusal then
+      return refusal
+    end
+    if problem then
+      break
+    end
+    plans[p] = plan
+  end
 end
 if problem then
   return redis.error_reply(problem)
 end
 
 -- Pass 2: write.
-for _, plan in ipairs(plans) do
+local function write(plan)
   local reg, at = plan.reg, plan.deadline
   if moves then
     redis.call('PFADD', plan.old_hll, old_id)
@@ -276,6 +305,13 @@ for _, plan in ipairs(plans) do
   end
   for _, key in ipairs(plan.new_keys) do
     redis.call('EXPIREAT', key, at)
+  end
+end
+for p = 1, periods do
+  if plans[p] then
+    write(plans[p])
+  else
+    redis.call('PFADD', KEYS[(p - 1) * stride + 3], id)
   end
 end
 return 0

@@ -98,8 +98,15 @@ local function records_of(blob, h)
   end
 end
 
+local shard_names = {}
 local function shard_of(h)
-  return tostring((string.byte(h, 1) * 256 + string.byte(h, 2)) % 1024)
+  local n = (string.byte(h, 1) * 256 + string.byte(h, 2)) % 1024
+  local name = shard_names[n]
+  if not name then
+    name = tostring(n)
+    shard_names[n] = name
+  end
+  return name
 end
 
 -- Read one section and decide its writes (pass 1: nothing is written).
@@ -195,36 +202,31 @@ local function plan_section(first_key)
     end
     return blob
   end
-  local function set_flag(shard, h, index, found, flag)
-    local old = found[index]
-    if old and old.flag == flag then
-      return
+  local function append(shard, h, index, flag)
+    local list = appended[shard]
+    if not list then
+      list = {}
+      appended[shard] = list
     end
-    if old then
-      flips[shard] = flips[shard] or {}
-      flips[shard][old.at] = record('', index, flag) -- the 2 bytes after the hash
-      old.flag = flag
-      s.out[index] = (s.out[index] or 0) + (flag == 0 and 1 or -1)
-    else
-      appended[shard] = appended[shard] or {}
-      local list = appended[shard]
-      list[#list + 1] = {h = h, index = index, flag = flag}
-      found[index] = {flag = flag, added = list[#list]}
-      if flag == 0 then
-        s.out[index] = (s.out[index] or 0) + 1
-      end
+    list[#list + 1] = record(h, index, flag)
+    if flag == 0 then
+      s.out[index] = (s.out[index] or 0) + 1
     end
   end
-  -- An edit of a record appended by this batch changes what will be appended.
-  local function set_any(shard, h, index, found, flag)
-    local old = found[index]
-    if old and old.added then
-      if old.flag ~= flag then
-        s.out[index] = (s.out[index] or 0) + (flag == 0 and 1 or -1)
-        old.flag, old.added.flag = flag, flag
+  local function flip(shard, at, index, flag)
+    flips[shard] = flips[shard] or {}
+    flips[shard][at] = string.sub(record('', index, flag), 1, 2)
+    s.out[index] = (s.out[index] or 0) + (flag == 0 and 1 or -1)
+  end
+  -- Make the records of h (found: {index = {at, flag}}) end with final: {index = flag}.
+  local function settle(shard, h, found, final)
+    for index, flag in pairs(final) do
+      local old = found[index]
+      if not old then
+        append(shard, h, index, flag)
+      elseif old.flag ~= flag then
+        flip(shard, old.at, index, flag)
       end
-    else
-      set_flag(shard, h, index, found, flag)
     end
   end
 
@@ -254,12 +256,15 @@ local function plan_section(first_key)
         local h = string.sub(checks, at, at + 7)
         if not known or known[h] then
           local shard = shard_of(h)
-          local found = records_of(blob_of(shard), h)
+          local blob = blob_of(shard)
           if problem then
             return s
           end
-          if next(found) ~= nil then
-            set_flag(shard, h, index_of(b), found, 1)
+          if string.find(blob, h, 1, true) then -- most ids have no records
+            local found = records_of(blob, h)
+            if next(found) ~= nil then
+              settle(shard, h, found, {[index_of(b)] = 1})
+            end
           end
         end
       end
@@ -269,19 +274,26 @@ local function plan_section(first_key)
   for _, entry in ipairs(moved_entries) do
     local h = string.sub(entry, 1, 8)
     local shard = shard_of(h)
-    local found = records_of(blob_of(shard), h)
+    local blob = blob_of(shard)
     if problem then
       return s
     end
-    local had = next(found) ~= nil
-    if not had then
-      s.moved = s.moved + 1
-    end
+    local found = string.find(blob, h, 1, true) and records_of(blob, h)
+    local had = found and next(found) ~= nil
+    local final = {}
     for at = 9, #entry, 3 do
       local op = (string.byte(entry, at) * 256 + string.byte(entry, at + 1)) * 256 + string.byte(entry, at + 2)
-      local b, kind = math.floor(op / 4) + 1, op % 4
-      if kind ~= 0 or had then
-        set_any(shard, h, index_of(b), found, kind == 1 and 0 or 1)
+      local kind = op % 4
+      if kind ~= 0 or had then -- an add before its first move counts only if it had records
+        final[index_of(math.floor(op / 4) + 1)] = kind == 1 and 0 or 1
+      end
+    end
+    if had then
+      settle(shard, h, found, final)
+    else
+      s.moved = s.moved + 1
+      for index, flag in pairs(final) do
+        append(shard, h, index, flag)
       end
     end
   end
@@ -296,22 +308,23 @@ local function plan_section(first_key)
     edited[shard] = true
   end
   for shard in pairs(edited) do
-    local blob = blobs[shard]
-    local parts, from = {}, 1
-    local positions = {}
-    for at in pairs(flips[shard] or {}) do
-      positions[#positions + 1] = at
+    local blob, parts = blobs[shard], {}
+    local changed = flips[shard]
+    if changed then
+      local positions, from = {}, 1
+      for at in pairs(changed) do
+        positions[#positions + 1] = at
+      end
+      table.sort(positions)
+      for _, at in ipairs(positions) do
+        parts[#parts + 1] = string.sub(blob, from, at + 7)
+        parts[#parts + 1] = changed[at]
+        from = at + 10
+      end
+      blob = string.sub(blob, from)
     end
-    table.sort(positions)
-    for _, at in ipairs(positions) do
-      parts[#parts + 1] = string.sub(blob, from, at + 7)
-      parts[#parts + 1] = flips[shard][at]
-      from = at + 10
-    end
-    parts[#parts + 1] = string.sub(blob, from)
-    for _, r in ipairs(appended[shard] or {}) do
-      parts[#parts + 1] = record(r.h, r.index, r.flag)
-    end
+    parts[#parts + 1] = blob
+    parts[#parts + 1] = table.concat(appended[shard] or {})
     s.blobs[#s.blobs + 1] = shard
     s.blobs[#s.blobs + 1] = table.concat(parts)
   end
