@@ -334,3 +334,21 @@ def test_the_fast_activity_of_a_plain_add_is_an_activity_like_any_other():
     assert hash(made) == hash(Activity(periods, (1.0,), "x", "web", None, None))
     with pytest.raises(AttributeError):
         made.id = "y"  # still frozen
+
+
+@pytest.mark.parametrize(("changes", "batch"), [(3, 60), (60, 3)])
+def test_a_batch_finds_the_records_of_ids_moved_before_it(make_tracker, changes, batch):
+    # With fewer ids with records than ids to check, track_many.lua reads the day's records
+    # at once; with more, only the shards of the ids it checks: both must see every record.
+    one, many = make_tracker(), make_tracker()
+    for tracker in (one, many):
+        for n in range(changes):
+            tracker.track(id=f"s{n}", bucket="anon", date=DAY)
+            tracker.track(id=f"u{n}", bucket="auth", old_id=f"s{n}", old_bucket="anon", date=DAY)
+    events = [(f"s{n}", "anon", None, None, DAY) for n in range(0, changes, 2)]
+    events += [(f"new{n}", "anon", None, None, DAY) for n in range(batch)]
+    for event in events:
+        one.track(*event)
+    many.track_many(events)
+    assert counts_on(many) == counts_on(one)
+    assert counts_on(many)["anon"] == len(range(0, changes, 2)) + batch
