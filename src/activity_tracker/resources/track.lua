@@ -64,7 +64,8 @@ local function shard(h)
   return tostring((string.byte(h, 1) * 256 + string.byte(h, 2)) % 1024)
 end
 
--- The records of hash h in a blob: {index = position}, and the record values by position.
+-- The records of hash h in a blob: {index = {at = position, flag = flag}}. A match must start
+-- a record (a hash may also appear across two records).
 local function records_of(blob, h)
   local found, init = {}, 1
   while true do
@@ -82,10 +83,14 @@ local function records_of(blob, h)
   end
 end
 
-local function with_flag(blob, at, index, flag)
+-- The two bytes after a record's hash: index * 2 + flag, big-endian.
+local function tail(index, flag)
   local value = index * 2 + flag
-  return string.sub(blob, 1, at + 7) .. string.char(math.floor(value / 256), value % 256)
-    .. string.sub(blob, at + 10)
+  return string.char(math.floor(value / 256), value % 256)
+end
+
+local function with_flag(blob, at, index, flag)
+  return string.sub(blob, 1, at + 7) .. tail(index, flag) .. string.sub(blob, at + 10)
 end
 
 local fields = {code}
@@ -182,7 +187,7 @@ local function plan_period(p, base, read)
       local index = index_of(old_code)
       local record = found[index]
       if not record then
-        blobs[old_shard] = blob .. old_hash .. string.char(math.floor(index * 2 / 256), index * 2 % 256)
+        blobs[old_shard] = blob .. old_hash .. tail(index, 0)
         plan.out[index] = (plan.out[index] or 0) + 1
         changed[old_shard] = true
       elseif record.flag == 1 then
@@ -198,8 +203,7 @@ local function plan_period(p, base, read)
         local index = index_of(code)
         local record = found[index]
         if not record then
-          local value = index * 2 + 1
-          blobs[new_shard] = blob .. hash .. string.char(math.floor(value / 256), value % 256)
+          blobs[new_shard] = blob .. hash .. tail(index, 1)
           changed[new_shard] = true
         elseif record.flag == 0 then
           blobs[new_shard] = with_flag(blob, record.at, index, 1)

@@ -75,9 +75,10 @@ local function each_slice(command, key, list)
   end
 end
 
-local function record(hash, index, flag)
+-- The two bytes after a record's hash: index * 2 + flag, big-endian.
+local function tail(index, flag)
   local value = index * 2 + flag
-  return hash .. string.char(math.floor(value / 256), value % 256)
+  return string.char(math.floor(value / 256), value % 256)
 end
 
 -- The records of hash h in a blob: {index = {at = position, flag = flag}}.
@@ -114,14 +115,14 @@ local function plan_section(first_key)
   local s = {reg = KEYS[first_key], chg = KEYS[first_key + 1], deadline = ARGV[pos]}
   local count = tonumber(ARGV[pos + 1])
   pos = pos + 2
-  local buckets, codes = {}, {}
+  local buckets, fields = {}, {}
   for b = 1, count do
     local g = {hll = KEYS[first_key + 1 + b], code = ARGV[pos], flags = tonumber(ARGV[pos + 1])}
     pos = pos + 2
     g.ids = next_list()
     g.checks = ARGV[pos]
     pos = pos + 1
-    buckets[b], codes[b] = g, g.code
+    buckets[b], fields[b] = g, g.code
   end
   s.buckets, s.last_key = buckets, first_key + 1 + count
   local moved_entries = {}
@@ -130,10 +131,6 @@ local function plan_section(first_key)
   end
   pos = pos + 1 + #moved_entries
 
-  local fields = {}
-  for b = 1, count do
-    fields[b] = codes[b]
-  end
   fields[count + 1], fields[count + 2], fields[count + 3] = '@deadline', '@moved', '@next'
   local read = {}
   for from = 1, #fields, SLICE do
@@ -208,14 +205,14 @@ local function plan_section(first_key)
       list = {}
       appended[shard] = list
     end
-    list[#list + 1] = record(h, index, flag)
+    list[#list + 1] = h .. tail(index, flag)
     if flag == 0 then
       s.out[index] = (s.out[index] or 0) + 1
     end
   end
   local function flip(shard, at, index, flag)
     flips[shard] = flips[shard] or {}
-    flips[shard][at] = string.sub(record('', index, flag), 1, 2)
+    flips[shard][at] = tail(index, flag)
     s.out[index] = (s.out[index] or 0) + (flag == 0 and 1 or -1)
   end
   -- Make the records of h (found: {index = {at, flag}}) end with final: {index = flag}.
