@@ -36,7 +36,12 @@ def _resource(name: str) -> str:
     return files("activity_tracker.resources").joinpath(name).read_text(encoding="utf-8")
 
 
-SCRIPTS = {name: _resource(f"{name}.lua") for name in ("track", "track_many", "collapse", "store")}
+# Each script is its .lua file after the helpers they share (store.lua needs none).
+SCRIPTS = {
+    name: _resource("common.lua") + _resource(f"{name}.lua")
+    for name in ("track", "track_many", "collapse")
+}
+SCRIPTS["store"] = _resource("store.lua")
 
 #: How many times a collapse measures a period whose store a concurrent collapse that
 #: measured later keeps refusing (then the later measurement stands).

@@ -26,23 +26,14 @@
 
 local reg, chg, counts, prefix = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 
--- unpack() has a stack limit: long lists go in slices (of whole field-value pairs).
-local SLICE = 2000
-local function each_slice(command, key, list)
-  for from = 1, #list, SLICE do
-    redis.call(command, key, unpack(list, from, math.min(from + SLICE - 1, #list)))
-  end
-end
-
-local function foreign(key, what)
-  return redis.error_reply('WRONGTYPE activity-tracker key ' .. key .. ' holds ' .. what)
-end
-
 for _, key in ipairs({reg, chg, counts}) do
   local kind = redis.call('TYPE', key).ok
   if kind ~= 'hash' and kind ~= 'none' then
-    return foreign(key, 'a ' .. kind .. ', not a hash')
+    refuse(key, 'a ' .. kind .. ', not a hash')
   end
+end
+if problem then
+  return redis.error_reply(problem)
 end
 
 local time = redis.call('TIME')
@@ -144,57 +135,33 @@ for _, a in ipairs(aggregates) do
   end
 end
 
--- Probe every sketch involved, and read every sketch measured or merged.
-local function probe(key)
-  local kind = redis.call('TYPE', key).ok
-  if kind == 'none' then
-    return nil
-  end
-  if kind ~= 'string' or redis.call('GETRANGE', key, 0, 3) ~= 'HYLL' then
-    return foreign(key, kind == 'string' and 'a string that is not a HyperLogLog' or 'a ' .. kind)
-  end
-end
-local function read_sketch(code)
-  local key = prefix .. code
-  local reply = redis.pcall('PFCOUNT', key)
-  if type(reply) == 'table' then
-    return nil, redis.error_reply('INVALIDOBJ activity-tracker key ' .. key .. ' holds a corrupt HyperLogLog: ' .. reply.err)
-  end
-  return reply
-end
+-- Probe every sketch involved, and read every sketch measured or merged (PFCOUNT fails on a
+-- corrupt one).
 local estimates = {}
 local function read_raw(code)
+  local key = prefix .. code
   if estimates[code] == nil then
-    local refused = probe(prefix .. code)
-    if refused then
-      return refused
+    probe_hll(key)
+    local reply = redis.pcall('PFCOUNT', key)
+    if type(reply) == 'table' then
+      fail('INVALIDOBJ activity-tracker key ' .. key .. ' holds a corrupt HyperLogLog: ' .. reply.err)
     end
-    local value, failed = read_sketch(code)
-    if failed then
-      return failed
-    end
-    estimates[code] = value
+    estimates[code] = reply
   end
 end
 for _, code in ipairs(buckets) do
   if states[code] then
-    local failed = read_raw(code)
-    if failed then
-      return failed
-    end
+    read_raw(code)
   end
 end
 for _, a in ipairs(aggregates) do
-  local refused = probe(prefix .. a.code)
-  if refused then
-    return refused
-  end
+  probe_hll(prefix .. a.code)
   for code in pairs(a.raw) do
-    local failed = read_raw(code)
-    if failed then
-      return failed
-    end
+    read_raw(code)
   end
+end
+if problem then
+  return redis.error_reply(problem)
 end
 
 -- Measure: buckets, then aggregates (their sketches rebuilt, their definitions registered).

@@ -35,60 +35,6 @@ local stride = 2 + (adds and 1 or 0) + (moves and 1 or 0)
 local periods = #KEYS / stride
 local id, hash, old_id, old_hash = ARGV[4 + periods], ARGV[5 + periods], ARGV[6 + periods], ARGV[7 + periods]
 
-local problem = nil -- the first key found holding someone else's data
-local function refuse(key, what)
-  problem = problem or ('WRONGTYPE activity-tracker key ' .. key .. ' holds ' .. what)
-end
-
--- A HyperLogLog probe: its first bytes are "HYLL", or the key does not exist.
-local function probe_hll(key)
-  local head = redis.pcall('GETRANGE', key, 0, 3)
-  if type(head) == 'table' then
-    refuse(key, 'a value that is not a string')
-  elseif head ~= 'HYLL' and (head ~= '' or redis.call('EXISTS', key) == 1) then
-    refuse(key, 'a string that is not a HyperLogLog')
-  end
-end
-
--- A hash read that is also its type probe.
-local function read_hash(key, ...)
-  local reply = redis.pcall('HMGET', key, ...)
-  if reply.err then
-    refuse(key, 'a value that is not a hash')
-    return {}
-  end
-  return reply
-end
-
-local function shard(h)
-  return tostring((string.byte(h, 1) * 256 + string.byte(h, 2)) % 1024)
-end
-
--- The records of hash h in a blob: {index = {at = position, flag = flag}}. A match must start
--- a record (a hash may also appear across two records).
-local function records_of(blob, h)
-  local found, init = {}, 1
-  while true do
-    local at = string.find(blob, h, init, true)
-    if not at then
-      return found
-    end
-    if (at - 1) % 10 == 0 then
-      local value = string.byte(blob, at + 8) * 256 + string.byte(blob, at + 9)
-      found[math.floor(value / 2)] = {at = at, flag = value % 2}
-      init = at + 10
-    else
-      init = at + 1
-    end
-  end
-end
-
--- The two bytes after a record's hash: index * 2 + flag, big-endian.
-local function tail(index, flag)
-  local value = index * 2 + flag
-  return string.char(math.floor(value / 256), value % 256)
-end
-
 local function with_flag(blob, at, index, flag)
   return string.sub(blob, 1, at + 7) .. tail(index, flag) .. string.sub(blob, at + 10)
 end
@@ -138,30 +84,17 @@ local function plan_period(p, base, read)
   plan.new_keys = {} -- keys this call may create
   plan.states = {} -- new registry values
   plan.out = {} -- index -> change of "@out:<index>"
+  plan.moved, plan.blobs = 0, {}
   local function state_of(c)
     return plan.states[c] or tonumber(states[c]) or 0
   end
-  local function index_of(c) -- the bucket's index, handing out the next one if it has none
-    local state = state_of(c)
-    local index = math.floor(state / 2)
-    if index == 0 then
-      if not plan.next then
-        plan.next = tonumber(redis.call('HGET', reg, '@next')) or 0
-      end
-      plan.next = plan.next + 1
-      plan.next_changed = true
-      index = plan.next
-      if index > 65535 then
-        problem = problem or ('ERR activity-tracker: more than 65535 buckets with id changes in one period (' .. reg .. ')')
-      end
-      plan.states[c] = index * 2 + state % 2
-    end
-    return index
+  local function index_of(c)
+    return index_in(plan, c, states[c])
   end
 
   if moves or (adds and moved) then
-    local old_shard = moves and shard(old_hash)
-    local new_shard = adds and shard(hash)
+    local old_shard = moves and shard_of(old_hash)
+    local new_shard = adds and shard_of(hash)
     local blobs = {}
     local read_shards = {}
     if old_shard then
@@ -170,7 +103,7 @@ local function plan_period(p, base, read)
     if new_shard and new_shard ~= old_shard then
       read_shards[#read_shards + 1] = new_shard
     end
-    local got = read_hash(chg, unpack(read_shards))
+    local got = hash_call('HMGET', chg, unpack(read_shards)) or {}
     if problem then
       return plan
     end
@@ -212,7 +145,6 @@ local function plan_period(p, base, read)
         end
       end
     end
-    plan.blobs = {}
     for s in pairs(changed) do
       plan.blobs[#plan.blobs + 1] = s
       plan.blobs[#plan.blobs + 1] = blobs[s]
@@ -236,7 +168,7 @@ end
 local plans = {}
 for p = 1, periods do
   local base = (p - 1) * stride
-  local read = read_hash(KEYS[base + 1], unpack(fields))
+  local read = hash_call('HMGET', KEYS[base + 1], unpack(fields)) or {}
   if problem then
     break
   end
@@ -244,7 +176,7 @@ for p = 1, periods do
   local common = not moves and state and state % 2 == 1 and read[2]
   if common and read[3] then
     -- The period has id changes: the common case still, if this id has no records.
-    local blob = read_hash(KEYS[base + 2], shard(hash))[1]
+    local blob = hash_call('HGET', KEYS[base + 2], shard_of(hash))
     if problem then
       break
     end
@@ -269,47 +201,15 @@ end
 
 -- Pass 2: write.
 local function write(plan)
-  local reg, at = plan.reg, plan.deadline
   if moves then
     redis.call('PFADD', plan.old_hll, old_id)
   end
   if adds then
     redis.call('PFADD', plan.hll, id)
   end
-  local updates = {}
-  for c, state in pairs(plan.states) do
-    updates[#updates + 1] = c
-    updates[#updates + 1] = state
-  end
-  if plan.fresh then
-    updates[#updates + 1] = '@deadline'
-    updates[#updates + 1] = at
-  end
-  if plan.next_changed then
-    updates[#updates + 1] = '@next'
-    updates[#updates + 1] = plan.next
-  end
-  if #updates > 0 then
-    redis.call('HSET', reg, unpack(updates))
-  end
-  for index, delta in pairs(plan.out) do
-    if delta ~= 0 then
-      redis.call('HINCRBY', reg, '@out:' .. index, delta)
-    end
-  end
-  if plan.moved then
-    redis.call('HINCRBY', reg, '@moved', 1)
-  end
-  if plan.blobs and #plan.blobs > 0 then
-    redis.call('HSET', plan.chg, unpack(plan.blobs))
-    plan.new_keys[#plan.new_keys + 1] = plan.chg
-  end
-  if plan.fresh then
-    redis.call('EXPIREAT', reg, at)
-  end
-  for _, key in ipairs(plan.new_keys) do
-    redis.call('EXPIREAT', key, at)
-  end
+  write_plan(plan, function(c)
+    return c
+  end)
 end
 for p = 1, periods do
   if plans[p] then

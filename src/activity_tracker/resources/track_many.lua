@@ -43,73 +43,6 @@ local function next_list()
   return list
 end
 
-local problem = nil -- the first key found holding someone else's data
-local function refuse(key, what)
-  problem = problem or ('WRONGTYPE activity-tracker key ' .. key .. ' holds ' .. what)
-end
-
--- A HyperLogLog probe: its first bytes are "HYLL", or the key does not exist.
-local function probe_hll(key)
-  local head = redis.pcall('GETRANGE', key, 0, 3)
-  if type(head) == 'table' then
-    refuse(key, 'a value that is not a string')
-  elseif head ~= 'HYLL' and (head ~= '' or redis.call('EXISTS', key) == 1) then
-    refuse(key, 'a string that is not a HyperLogLog')
-  end
-end
-
-local function hash_call(command, key, ...)
-  local reply = redis.pcall(command, key, ...)
-  if type(reply) == 'table' and reply.err then
-    refuse(key, 'a value that is not a hash')
-    return nil
-  end
-  return reply
-end
-
--- unpack() has a stack limit: long lists go in slices.
-local SLICE = 2000
-local function each_slice(command, key, list)
-  for from = 1, #list, SLICE do
-    redis.call(command, key, unpack(list, from, math.min(from + SLICE - 1, #list)))
-  end
-end
-
--- The two bytes after a record's hash: index * 2 + flag, big-endian.
-local function tail(index, flag)
-  local value = index * 2 + flag
-  return string.char(math.floor(value / 256), value % 256)
-end
-
--- The records of hash h in a blob: {index = {at = position, flag = flag}}.
-local function records_of(blob, h)
-  local found, init = {}, 1
-  while true do
-    local at = string.find(blob, h, init, true)
-    if not at then
-      return found
-    end
-    if (at - 1) % 10 == 0 then
-      local value = string.byte(blob, at + 8) * 256 + string.byte(blob, at + 9)
-      found[math.floor(value / 2)] = {at = at, flag = value % 2}
-      init = at + 10
-    else
-      init = at + 1
-    end
-  end
-end
-
-local shard_names = {}
-local function shard_of(h)
-  local n = (string.byte(h, 1) * 256 + string.byte(h, 2)) % 1024
-  local name = shard_names[n]
-  if not name then
-    name = tostring(n)
-    shard_names[n] = name
-  end
-  return name
-end
-
 -- Read one section and decide its writes (pass 1: nothing is written).
 local function plan_section(first_key)
   local s = {reg = KEYS[first_key], chg = KEYS[first_key + 1], deadline = ARGV[pos]}
@@ -169,19 +102,8 @@ local function plan_section(first_key)
   local function state_of(b)
     return s.states[b] or tonumber(states[b]) or 0
   end
-  local function index_of(b) -- the bucket's index, handing out the next one if it has none
-    local state = state_of(b)
-    local index = math.floor(state / 2)
-    if index == 0 then
-      s.next = s.next + 1
-      s.next_changed = true
-      index = s.next
-      if index > 65535 then
-        problem = problem or ('ERR activity-tracker: more than 65535 buckets with id changes in one period (' .. s.reg .. ')')
-      end
-      s.states[b] = index * 2 + state % 2
-    end
-    return index
+  local function index_of(b)
+    return index_in(s, b, states[b])
   end
   for b, g in ipairs(buckets) do
     if g.flags % 2 == 1 and state_of(b) % 2 == 0 then
@@ -325,10 +247,10 @@ local function plan_section(first_key)
     s.blobs[#s.blobs + 1] = shard
     s.blobs[#s.blobs + 1] = table.concat(parts)
   end
-  s.new_sketches = {}
+  s.new_keys = {}
   for b, g in ipairs(buckets) do
     if s.fresh or not states[b] then
-      s.new_sketches[#s.new_sketches + 1] = g.hll
+      s.new_keys[#s.new_keys + 1] = g.hll
     end
   end
   return s
@@ -336,42 +258,12 @@ end
 
 -- Write one planned section (pass 2).
 local function write_section(s)
-  local at = s.deadline
   for _, g in ipairs(s.buckets) do
     each_slice('PFADD', g.hll, g.ids)
   end
-  local updates = {}
-  for b, state in pairs(s.states) do
-    updates[#updates + 1] = s.buckets[b].code
-    updates[#updates + 1] = state
-  end
-  if s.next_changed then
-    updates[#updates + 1] = '@next'
-    updates[#updates + 1] = s.next
-  end
-  if s.fresh then
-    updates[#updates + 1] = '@deadline'
-    updates[#updates + 1] = at
-  end
-  each_slice('HSET', s.reg, updates)
-  for index, delta in pairs(s.out) do
-    if delta ~= 0 then
-      redis.call('HINCRBY', s.reg, '@out:' .. index, delta)
-    end
-  end
-  if s.moved > 0 then
-    redis.call('HINCRBY', s.reg, '@moved', s.moved)
-  end
-  if #s.blobs > 0 then
-    each_slice('HSET', s.chg, s.blobs)
-    redis.call('EXPIREAT', s.chg, at)
-  end
-  if s.fresh then
-    redis.call('EXPIREAT', s.reg, at)
-  end
-  for _, key in ipairs(s.new_sketches) do
-    redis.call('EXPIREAT', key, at)
-  end
+  write_plan(s, function(b)
+    return s.buckets[b].code
+  end)
 end
 
 local sections = {}
