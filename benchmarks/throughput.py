@@ -503,6 +503,7 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> list[
             "yes" if buffered_us <= BUFFERED_TARGET_US else "NO",
         ]
     )
+    rows += [[name, f"{seconds * 1000:,.1f} ms", "", ""] for name, seconds in timings]
     return rows
 
 
