@@ -375,7 +375,7 @@ def band_text(result: Bands) -> str:
         f"{source}.\n\n"
         + table(["count", "counts", "inside ±2σ", "rms error / stderr"], rows)
         + "\n\nAn honest ±2σ holds about 95% of counts, and rms error / stderr is about 1 "
-        "(below 1 where the HLL is more precise than its asymptotic 0.81%, at small N).\n"
+        "(below 1 where the sketch does better than its nominal 0.81%).\n"
     )
 
 

@@ -38,7 +38,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import redis
 
@@ -139,9 +139,9 @@ class OriginalTracker:
         self.backend = backend
         self.periods = periods
 
-    def track(self, periods: Sequence[str] | None = None, **kwargs: object) -> None:
+    def track(self, periods: Sequence[str] | None = None, **kwargs: Any) -> None:
         for period in periods or self.periods:
-            self.backend.track(period, **kwargs)  # type: ignore[arg-type]
+            self.backend.track(period, **kwargs)
 
 
 class KeyNames:
