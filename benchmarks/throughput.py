@@ -259,6 +259,9 @@ def blocks(events: Sequence[Event], size: int, count: int | None) -> list[Sequen
 def measure(
     url: str, per_event: list[Sequence[Event]], chunks: list[Sequence[Event]], reps: int
 ) -> Speeds:
+    """Each repetition writes into fresh keys: the per-event writers take turns on each block
+    of ``per_event``, then the batch writers on each of ``chunks``, the order rotating from
+    block to block, so a slow patch of the machine hits every writer alike."""
     client = redis.Redis.from_url(url)
     speeds = Speeds({key: [] for key in WRITERS}, {key: [] for key in WRITERS})
 
