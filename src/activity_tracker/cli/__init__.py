@@ -538,13 +538,15 @@ def report(
         _stderr().print(f"wrote {plot}", markup=False)
 
 
-def _install_demo() -> None:
+def _install_commands() -> None:
     from .demo import demo
+    from .serve import serve
 
     cli.add_command(demo)
+    cli.add_command(serve)
 
 
-_install_demo()
+_install_commands()
 
 
 def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
