@@ -371,6 +371,15 @@ def _parse_aggregate(text: str) -> tuple[str, list[Bucket]]:
     return name, [_bucket(source.strip()) for source in sources.split(",")]
 
 
+aggregate_option = click.option(
+    "--aggregate",
+    "aggregates",
+    multiple=True,
+    metavar="NAME=B1,B2",
+    help="Also count the union of buckets B1, B2, ... as bucket NAME (repeatable).",
+)
+
+
 @cli.command()
 @click.option(
     "--period",
@@ -399,13 +408,7 @@ def _parse_aggregate(text: str) -> tuple[str, list[Bucket]]:
     metavar="NAME",
     help="Collapse only this bucket (repeatable; '' is the default bucket). Default: all.",
 )
-@click.option(
-    "--aggregate",
-    "aggregates",
-    multiple=True,
-    metavar="NAME=B1,B2",
-    help="Also count the union of buckets B1, B2, ... as bucket NAME (repeatable).",
-)
+@aggregate_option
 @click.pass_obj
 def collapse(
     settings: Settings,

@@ -23,7 +23,14 @@ from ..errors import ActivityTrackerError, BackendConnectionError
 from ..keys import Bucket
 from ..periods import Period
 from ..tracker import ActivityTracker
-from . import DEFAULT_PERIODS, PERIOD_CHOICE, Settings, _bucket, _parse_aggregate
+from . import (
+    DEFAULT_PERIODS,
+    PERIOD_CHOICE,
+    Settings,
+    _bucket,
+    _parse_aggregate,
+    aggregate_option,
+)
 
 log = logging.getLogger("activity_tracker.serve")
 
@@ -184,13 +191,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> t
     help="Collapse and report only this bucket (repeatable; '' is the default bucket). "
     "Default: every bucket.",
 )
-@click.option(
-    "--aggregate",
-    "aggregates",
-    multiple=True,
-    metavar="NAME=B1,B2",
-    help="Also count the union of buckets B1, B2, ... as bucket NAME (repeatable).",
-)
+@aggregate_option
 @click.option(
     "--listen",
     default=DEFAULT_LISTEN,

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 from fastapi import FastAPI, Request
+from helpers import SendSpy, counts_today
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware import Middleware
@@ -19,7 +20,6 @@ from starlette.websockets import WebSocket
 
 from activity_tracker import ActivityTracker
 from activity_tracker.integrations.asgi import ActivityMiddleware
-from integration_helpers import SendSpy, buffered_tracker, counts_today
 
 
 class HeaderAuth(AuthenticationBackend):
@@ -59,12 +59,6 @@ def starlette_app(buffered, identify=signed_in):
             Middleware(AuthenticationMiddleware, backend=HeaderAuth()),
         ],
     )
-
-
-@pytest.fixture
-def buffered(redis_url, prefix):
-    with buffered_tracker(redis_url, prefix) as value:
-        yield value
 
 
 def test_starlette_tracks_signed_in_users_once_per_day(buffered):

@@ -6,10 +6,10 @@ import logging
 
 import flask
 import pytest
+from helpers import SendSpy, counts_today
 
 from activity_tracker import ActivityTracker
 from activity_tracker.integrations.flask import ActivityTracking
-from integration_helpers import SendSpy, buffered_tracker, counts_today
 
 
 def identify(request):
@@ -38,12 +38,6 @@ def make_app():
         flask.abort(404)
 
     return app
-
-
-@pytest.fixture
-def buffered(redis_url, prefix):
-    with buffered_tracker(redis_url, prefix) as value:
-        yield value
 
 
 def test_flask_tracks_each_user_and_bucket_once_per_day(buffered):

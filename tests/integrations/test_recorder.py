@@ -6,15 +6,9 @@ import datetime
 import uuid
 
 import pytest
+from helpers import SendSpy, counts_today
 
 from activity_tracker.integrations.recorder import ActivityRecorder
-from integration_helpers import SendSpy, buffered_tracker, counts_today
-
-
-@pytest.fixture
-def buffered(redis_url, prefix):
-    with buffered_tracker(redis_url, prefix) as value:
-        yield value
 
 
 def test_ids_are_compared_as_the_tracker_compares_them(buffered):

@@ -16,8 +16,7 @@ from django.http import HttpResponse
 from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 from django.utils.decorators import sync_and_async_middleware
-
-from integration_helpers import SendSpy, buffered_tracker, counts_today
+from helpers import SendSpy, counts_today
 
 if not settings.configured:
     settings.configure(
@@ -80,12 +79,11 @@ SIGN_IN = f"{__name__}.sign_in"
 this_module = sys.modules[__name__]
 
 
-@pytest.fixture
-def buffered(redis_url, prefix):
-    with buffered_tracker(redis_url, prefix) as value:
-        this_module.tracker = value
-        yield value
-        del this_module.tracker
+@pytest.fixture(autouse=True)
+def published(buffered):
+    this_module.tracker = buffered
+    yield
+    del this_module.tracker
 
 
 def settings_for(**extra):
