@@ -165,7 +165,7 @@ def test_the_resume_command_keeps_the_layout(store, tmp_path):
     [
         (["--format", "segment", "--id-field", "user"], "--id-field does not apply to --format"),
         (["--user-bucket", "u"], "--user-bucket applies to --format segment only"),
-        (["--id-field", ""], "id_field must not be empty"),
+        (["--id-field", ""], "the field of id must not be empty"),
         (["--format", "xml"], "'xml' is not one of"),
     ],
 )

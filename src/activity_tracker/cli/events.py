@@ -148,11 +148,9 @@ class Layout:
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"format: {self.format!r} is not one of {', '.join(FORMATS)}")
-        for name in ("time_field", *self._event_fields):
-            if not getattr(self, name):
-                raise ValueError(f"{name} must not be empty")
-
-    _event_fields = ("id_field", "bucket_field", "old_id_field", "old_bucket_field")
+        for column, name in zip(COLUMNS, self.fields, strict=True):
+            if not name:
+                raise ValueError(f"the field of {column} must not be empty")
 
     @property
     def mapped(self) -> bool:
@@ -307,7 +305,9 @@ class LogReader:
                     f"got {len(cells)}"
                 )
             self.unknown_keys.update(
-                name for index, name in self._unknown_columns if cells[index:] and cells[index]
+                name
+                for index, name in self._unknown_columns
+                if index < len(cells) and cells[index].strip()
             )
             return {name: cell.strip() for name, cell in zip(self._columns, cells, strict=False)}
         if not 2 <= len(cells) <= len(COLUMNS):
