@@ -148,14 +148,12 @@ class CollapseSchedule:
                 self.collapsed_at[kind] = time.time()
             self.done[kind] = due[-1]
         self._backoff = 0.0
-        return min(self._next_end(kind, now) + self.delay for kind in self.kinds)
-
-    def _next_end(self, kind: str, now: float) -> float:
-        done = self.done[kind]
-        if done is None:  # nothing finished yet
-            today = datetime.datetime.fromtimestamp(now, self.tracker.timezone).date()
-            return end_time(Period.containing(kind, today), self.tracker.timezone)
-        return end_time(done.next(), self.tracker.timezone)
+        # Every kind has a last period now: the next one to end is the one after it.
+        return min(
+            end_time(done.next(), timezone) + self.delay
+            for done in self.done.values()
+            if done is not None
+        )
 
     def run(self, stop: threading.Event) -> None:
         """Step until ``stop`` is set, sleeping in between."""
