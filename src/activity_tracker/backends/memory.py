@@ -123,7 +123,9 @@ class MemoryBackend(Backend):
     period's raw data is dropped ``retention`` after the later of its end and its first write.
     """
 
-    def __init__(self, retention: datetime.timedelta | float = DEFAULT_RETENTION, **options: Any):
+    def __init__(
+        self, retention: datetime.timedelta | float = DEFAULT_RETENTION, **options: Any
+    ) -> None:
         if options:
             raise TypeError(
                 f"the memory backend takes no option {', '.join(sorted(options))} (only retention)"
