@@ -24,6 +24,7 @@ from activity_tracker import (
 )
 from activity_tracker.arguments import Activity
 from activity_tracker.backends import redis_plan
+from activity_tracker.batch import ActivityChecker, PendingEvents
 from activity_tracker.keys import KeySchema, encode_bucket, id_hash
 from activity_tracker.periods import Period
 from test_redis_backend import CountingConnection, round_trips
@@ -120,17 +121,36 @@ def test_a_user_seen_fifty_times_costs_one_element():
     events = [Activity((day,), (end,), "heavy", "web", None, None)] * 50
     events.append(Activity((day,), (end,), "light", "web", None, None))
     [call] = next(redis_plan.track_many(schema, events, retention=100, now=end - 10))
-    # The deadline, one bucket "web" (ids added to it), its 2 ids joined in one argument,
-    # their hashes concatenated (checked only if the day has id changes), no moved ids.
-    deadline, buckets, code, flags, count, joined, checks, moved = call.args
-    assert (deadline, buckets, code, flags, count, moved) == (end + 100, 1, "b:web", 1, "-2", 0)
-    assert sorted(joined.split("\n")) == ["heavy", "light"]
+    # One run of 2 ids; then the section: the deadline, one bucket "web" (ids added to it)
+    # taking run 1 and checking the hashes of its ids (nothing is known of the day's
+    # records yet: -1), no entries.
+    runs, count, spread, deadline, buckets, code, flags, taken, run, checks, known, entries = (
+        call.args
+    )
+    assert (runs, count, deadline, buckets, code, flags) == (1, 2, end + 100, 1, "b:web", 1)
+    assert (taken, run, known, entries) == (1, 1, -1, 0)
+    assert sorted(spread.run) == ["heavy", "light"]
     assert sorted([checks[:8], checks[8:]]) == sorted([id_hash("heavy"), id_hash("light")])
     assert call.keys == (schema.reg(day), schema.chg(day), schema.hll(day, "b:web"))
-    # An id holding a newline makes its list go one id per argument.
-    activity = Activity((day,), (end,), "a\nb", None, None, None)
-    [call] = next(redis_plan.track_many(schema, [activity], retention=100, now=end - 10))
-    assert call.args[2:7] == ("default", 1, "1", "a\nb", id_hash("a\nb"))
+    # Each id is one argument, RESP-encoded once, whatever it holds.
+    assert sorted(spread.run.encoded().split(b"\r\n$")) in (
+        [b"$5\r\nheavy", b"5\r\nlight\r\n"],
+        [b"$5\r\nlight", b"5\r\nheavy\r\n"],
+    )
+
+
+def test_the_ids_of_a_day_are_sent_once_for_all_its_periods():
+    schema = KeySchema("p")
+    day, month = Period("daily", DAY), Period("monthly", DAY.replace(day=1))
+    pending = PendingEvents()
+    checker = ActivityChecker(("daily", "monthly"), None)
+    checker.extend(pending, iter([(f"u{n}", "web", None, None, DAY) for n in range(3)]), 0, 100)
+    [call] = next(redis_plan.track_many(schema, pending.take(), retention=100, now=0.0))
+    assert call.args[0] == 1  # one run ...
+    assert sorted(call.args[2].run) == ["u0", "u1", "u2"]
+    assert call.keys[::3] == (schema.reg(day), schema.reg(month))
+    daily, monthly = call.args[3:12], call.args[12:]
+    assert daily[2:6] == monthly[2:6] == ("b:web", 1, 1, 1)  # ... taken by both periods
 
 
 def test_ids_moved_in_a_batch_send_their_last_operation_per_bucket():
@@ -142,12 +162,59 @@ def test_ids_moved_in_a_batch_send_their_last_operation_per_bucket():
         Activity((day,), (0.0,), "s1", "auth", None, None),  # after its move: BACK in auth
     ]
     [call] = next(redis_plan.track_many(schema, events, retention=100, now=0.0))
-    anon, auth = call.args[2:7], call.args[7:12]
-    assert anon == ("b:anon", 3, "-1", "s1", b"")  # added and moved out of; s1 moved: no check
-    assert auth[:2] == ("b:auth", 1)
-    assert auth[4] == id_hash("u1")  # u1 is never moved in the batch: checked
+    assert call.args[0] == 2  # anon's ids, auth's ids
+    assert (sorted(call.args[2].run), sorted(call.args[4].run)) == (["s1"], ["s1", "u1"])
+    anon, auth = call.args[7:12], call.args[12:17]
+    assert anon == ("b:anon", 3, 1, 1, b"")  # added and moved out of; s1 moved: no check
+    assert auth == ("b:auth", 1, 1, 2, id_hash("u1"))  # u1 is never moved in the batch
     # s1: added to anon (bucket 0) before its first move, then OUT of anon, BACK in auth (1).
-    assert call.args[12:] == (1, id_hash("s1") + bytes([0, 0, 0, 0, 0, 1, 0, 0, 6]))
+    assert call.args[17:] == (-1, 1, id_hash("s1") + bytes([0, 0, 0, 0, 0, 1, 0, 0, 6]))
+
+
+def test_a_batch_sends_only_the_ids_known_to_have_records():
+    schema = KeySchema("p")
+    day = Period("daily", DAY)
+    seen = redis_plan.RecordsSeen()
+    login = [Activity((day,), (0.0,), "u1", "auth", "s1", "anon")]
+    operation = redis_plan.track_many(schema, login, retention=100, now=0.0, seen=seen)
+    next(operation)
+    with pytest.raises(StopIteration):
+        operation.send([[0, 1]])  # written; the day has 1 id with records
+    assert seen.get(day) == (1, frozenset({"s1"}))
+    # Next batch: no hashes to check, the number of ids with records it relies on, and an
+    # entry for s1 (added to bucket 0 with records).
+    events = [Activity((day,), (0.0,), id, "anon", None, None) for id in ("s1", "x", "y")]
+    operation = redis_plan.track_many(schema, events, retention=100, now=0.0, seen=seen)
+    [call] = next(operation)
+    assert call.args[9:] == (b"", 1, 1, id_hash("s1") + bytes(3))
+    # The day changed since (another client): the call writes nothing and is sent again,
+    # checking every hash.
+    [again] = operation.send([[2, 1]])
+    assert len(again.args[9]) == 3 * 8 and again.args[10:] == (-1, 0)
+    assert seen.get(day) is None
+
+
+@pytest.mark.redis_only
+def test_a_batch_after_another_clients_id_changes_is_sent_again_and_stays_exact(
+    redis_url, prefix, make_tracker
+):
+    client = redis.Redis.from_url(redis_url, connection_class=CountingConnection)
+    mine = ActivityTracker(client=client, prefix=prefix)
+    theirs = make_tracker(prefix=prefix)
+    one = make_tracker(prefix=f"{prefix}-one")
+    for tracker in (mine, one):
+        tracker.track_many([("u1", "auth", "s1", "anon", DAY)])
+    # Another client moves s2: what mine knows of the day's records is out of date.
+    for tracker in (theirs, one):
+        tracker.track(id="u2", bucket="auth", old_id="s2", old_bucket="anon", date=DAY)
+    again = [(id, "anon", None, None, DAY) for id in ("s1", "s2", "s3")]
+    for event in again:
+        one.track(*event)
+    assert round_trips(lambda: mine.track_many(again)) == 2
+    assert counts_on(mine) == counts_on(one) == {"anon": 3, "auth": 2, "all": 5}
+    # Learnt again: the next batch is one round trip.
+    assert round_trips(lambda: mine.track_many([("s2", "anon", None, None, DAY)])) == 1
+    client.close()
 
 
 @pytest.fixture
@@ -323,17 +390,6 @@ def test_keys_of_someone_else_are_never_overwritten_by_track_or_batches(
     assert redis_client.lrange(changes, 0, -1) == [b"x"]
     # One script call for all periods: the weekly one was not written either.
     assert redis_client.exists(schema.chg(Period.containing("weekly", DAY))) == 0
-
-
-def test_the_fast_activity_of_a_plain_add_is_an_activity_like_any_other():
-    from activity_tracker.batch import _plain_add
-
-    periods = (Period("daily", DAY),)
-    made = _plain_add((periods, (1.0,)), "x", "web")
-    assert made == Activity(periods, (1.0,), "x", "web", None, None)
-    assert hash(made) == hash(Activity(periods, (1.0,), "x", "web", None, None))
-    with pytest.raises(AttributeError):
-        made.id = "y"  # still frozen
 
 
 @pytest.mark.parametrize(("changes", "batch"), [(3, 60), (60, 3)])

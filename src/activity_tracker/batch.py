@@ -9,7 +9,8 @@ one element. A batch holds at most ``max_events`` checked events before it sends
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import arguments
@@ -30,35 +31,6 @@ DEFAULT_MAX_EVENTS = 10_000
 _CACHE_LIMIT = 4096
 #: The periods of a day and when each ends: the first two fields of its activities.
 _Periods = tuple[tuple[Period, ...], tuple[float, ...]]
-
-
-def _plain_add_maker() -> Callable[[_Periods, str, Bucket], Activity]:
-    """``lambda periods, id, bucket: Activity(*periods, id, bucket, None, None)``, made
-    twice as fast: a frozen dataclass's ``__init__`` sets each field through
-    ``object.__setattr__``; its slots can be set directly. This runs once per event of a
-    batch. Falls back to the plain constructor if ``Activity`` ever stops having slots."""
-    fields = ("periods", "ends", "id", "bucket", "old_id", "old_bucket")
-    found = [getattr(getattr(Activity, name, None), "__set__", None) for name in fields]
-    setters = [setter for setter in found if callable(setter)]
-    if len(setters) != len(fields):
-        return lambda periods, id, bucket: Activity(*periods, id, bucket, None, None)
-    set_periods, set_ends, set_id, set_bucket, set_old_id, set_old_bucket = setters
-    new = object.__new__
-
-    def plain_add(periods: _Periods, id: str, bucket: Bucket) -> Activity:
-        activity: Activity = new(Activity)
-        set_periods(activity, periods[0])
-        set_ends(activity, periods[1])
-        set_id(activity, id)
-        set_bucket(activity, bucket)
-        set_old_id(activity, None)
-        set_old_bucket(activity, None)
-        return activity
-
-    return plain_add
-
-
-_plain_add = _plain_add_maker()
 
 
 class ActivityChecker:
@@ -82,27 +54,38 @@ class ActivityChecker:
         periods: object = None,
     ) -> Activity:
         """The checked activity of one ``track()`` call."""
-        if id is None or old_id is not None or old_bucket is not None or periods is not None:
+        if periods is not None or (id is None and old_id is None):
             kinds = arguments.period_kinds(periods, self.kinds)
             return arguments.activity(kinds, self.timezone, id, bucket, old_id, old_bucket, date)
-        if type(id) is not str or not id.isascii():
+        bucket = self._bucket(bucket, "bucket")
+        old_bucket = self._bucket(old_bucket, "old_bucket")
+        found = self._day(date)
+        if id is not None and (type(id) is not str or not id.isascii()):
             id = arguments.id_text(id, "id")
+        if old_id is not None and (type(old_id) is not str or not old_id.isascii()):
+            old_id = arguments.id_text(old_id, "old_id")
+        return Activity(*found, id, bucket, old_id, old_bucket)
+
+    def _bucket(self, bucket: object, argument: str) -> Bucket:
         try:
             known = bucket in self._buckets
         except TypeError:  # unhashable: bucket_name says what is wrong with it
             known = False
         if not known:
-            bucket = arguments.bucket_name(bucket, "bucket")
+            bucket = arguments.bucket_name(bucket, argument)
             if len(self._buckets) >= _CACHE_LIMIT:
                 self._buckets = {None}
             self._buckets.add(bucket)
+        return bucket  # type: ignore[return-value]
+
+    def _day(self, date: object) -> _Periods:
         day = date if type(date) is datetime.date else local_date(date, self.timezone, "date")
         found = self._periods.get(day)
         if found is None:
             if len(self._periods) >= _CACHE_LIMIT:
                 self._periods = {}
             found = self._periods[day] = self._periods_of(day)
-        return Activity(*found, id, bucket, None, None)  # type: ignore[arg-type]
+        return found
 
     def _periods_of(self, day: datetime.date) -> _Periods:
         periods = tuple(Period.containing(kind, day) for kind in self.kinds)
@@ -116,16 +99,13 @@ class ActivityChecker:
         ``first_index`` is the index of the next event in the caller's ``events``, for error
         messages.
 
-        The common event (a tuple or dict with an ASCII id, a bucket already seen and a
-        ``datetime.date`` already seen, no id change) is checked inline here; any other goes
-        through :meth:`event`, which checks it in full. An exact repeat of such an event
-        since the last send is dropped when its id was not moved since: adding an id to a
-        set it is already in changes nothing.
+        The common event (a tuple or dict with an ASCII id, no id change, a ``datetime.date``,
+        and a bucket already seen that day, and an id not moved since the last send) is
+        checked inline here and its id put in the set of its day and bucket; any other goes
+        through :meth:`event`, which checks it in full.
         """
-        activities, seen, moved = pending.activities, pending.seen, pending.moved
-        append, buckets, periods_of = activities.append, self._buckets, self._periods
-        plain_add = _plain_add
-        consumed = 0
+        adds, moved, date_type = pending.adds, pending.moved, datetime.date
+        consumed, held = 0, pending.events
         for event in events:
             consumed += 1
             try:
@@ -149,27 +129,40 @@ class ActivityChecker:
                     and new_id.isascii()  # else the full check: it may not be valid text
                     and old_id is None
                     and old_bucket is None
-                    and type(date) is datetime.date
+                    and type(date) is date_type
+                    and new_id not in moved
                 ):
-                    key = (new_id, bucket, date)
-                    if key in seen and new_id not in moved:
-                        continue
-                    found = periods_of.get(date)
-                    if found is not None and bucket in buckets:
-                        activity = plain_add(found, new_id, bucket)
-                    else:
-                        activity = self.event(event, first_index + consumed - 1)
-                    seen.add(key)
-                    append(activity)
-                    if len(activities) >= limit:
+                    ids = adds.get((date, bucket))
+                    if ids is None:
+                        pending.events = held
+                        index = first_index + consumed - 1
+                        ids = self._new_day(pending, event, index, date, bucket)
+                    ids.add(new_id)
+                    held += 1
+                    if held >= limit:
+                        pending.events = held
                         return consumed, False
                     continue
             except TypeError:  # an unhashable bucket: the full check below says what is wrong
                 pass
+            pending.events = held
             pending.add(self.event(event, first_index + consumed - 1))
-            if len(activities) >= limit:
+            held = pending.events
+            if held >= limit:
                 return consumed, False
+        pending.events = held
         return consumed, True
+
+    def _new_day(
+        self, pending: PendingEvents, event: Event, index: int, date: object, bucket: object
+    ) -> set[str]:
+        """A new set for the ids added to ``bucket`` on ``date``, as plain add
+        ``events[index]`` gives them: the event is checked in full first."""
+        activity = self.event(event, index)
+        pending.days[date, bucket] = (activity.periods, activity.ends), activity.bucket
+        ids: set[str] = set()
+        pending.adds[date, bucket] = ids
+        return ids
 
     def event(self, event: Event, index: int) -> Activity:
         """The checked activity of ``events[index]``; errors name it."""
@@ -194,27 +187,58 @@ class ActivityChecker:
             raise type(exc)(f"events[{index}]: {exc}") from exc
 
 
-class PendingEvents:
-    """Checked events waiting to be sent, with what :meth:`ActivityChecker.extend` needs to
-    drop repeats: the plain adds seen and the ids moved since the last send."""
+@dataclass(frozen=True, slots=True)
+class GroupedActivities:
+    """Checked activities to record together, the plain adds grouped.
 
-    __slots__ = ("activities", "moved", "seen")
+    ``adds``: per day and bucket, the periods of that day with their ends, the bucket, and
+    the ids added to it with no id change before any move of theirs in the batch;
+    ``others``: every other activity, in order; ``events``: how many events they came from.
+    Recording the adds first, then the others, gives what recording every event in order
+    gives: an add of an id not moved yet commutes with everything before it (it changes only
+    its own id's records, and adds of one id commute). Iterating gives that sequence of
+    activities, for any backend; the Redis backend sends the sets as they are.
+    """
+
+    adds: list[tuple[_Periods, Bucket, Collection[str]]]
+    others: list[Activity]
+    events: int
+
+    def __iter__(self) -> Iterator[Activity]:
+        for (periods, ends), bucket, ids in self.adds:
+            for id in ids:
+                yield Activity(periods, ends, id, bucket, None, None)
+        yield from self.others
+
+
+class PendingEvents:
+    """Checked events waiting to be sent: the plain adds as sets of ids per day and bucket
+    (as the caller gave them: :meth:`ActivityChecker.extend` looks them up by what it is
+    given), the other activities in order, and the ids moved since the last send."""
+
+    __slots__ = ("adds", "days", "events", "moved", "others")
 
     def __init__(self) -> None:
-        self.activities: list[Activity] = []
-        self.seen: set[tuple[str, object, datetime.date]] = set()
+        self.adds: dict[tuple[object, object], set[str]] = {}
+        self.days: dict[tuple[object, object], tuple[_Periods, Bucket]] = {}
+        self.others: list[Activity] = []
         self.moved: set[str] = set()
+        self.events = 0
 
     def add(self, activity: Activity) -> None:
-        self.activities.append(activity)
+        self.others.append(activity)
+        self.events += 1
         if activity.old_id is not None:
             self.moved.add(activity.old_id)
 
-    def take(self) -> list[Activity]:
+    def take(self) -> GroupedActivities:
         """The events to send, leaving this empty."""
-        activities = self.activities
-        self.activities, self.seen, self.moved = [], set(), set()
-        return activities
+        days = self.days
+        taken = GroupedActivities(
+            [(*days[key], ids) for key, ids in self.adds.items()], self.others, self.events
+        )
+        self.adds, self.days, self.others, self.moved, self.events = {}, {}, [], set(), 0
+        return taken
 
 
 def _check_max_events(max_events: object) -> int:
@@ -244,7 +268,7 @@ class Batch:
     @property
     def pending(self) -> int:
         """How many events are waiting to be sent."""
-        return len(self._pending.activities)
+        return self._pending.events
 
     def track(
         self,
@@ -257,7 +281,7 @@ class Batch:
     ) -> None:
         """Add one event; see :meth:`ActivityTracker.track`."""
         self._pending.add(self._checker.activity(id, bucket, old_id, old_bucket, date, periods))
-        if len(self._pending.activities) >= self.max_events:
+        if self._pending.events >= self.max_events:
             self.flush()
 
     def track_many(self, events: Iterable[Event]) -> int:
@@ -276,9 +300,9 @@ class Batch:
         error is raised and those events are not kept (a period's events are written all or
         nothing, but each period is written on its own)."""
         pending = self._pending.take()
-        if pending:
+        if pending.events:
             self.tracker.backend.track_many(pending)
-        return len(pending)
+        return pending.events
 
     def close(self) -> None:
         """Send what is pending."""
@@ -304,7 +328,7 @@ class AsyncBatch:
     @property
     def pending(self) -> int:
         """How many events are waiting to be sent."""
-        return len(self._pending.activities)
+        return self._pending.events
 
     async def track(
         self,
@@ -317,7 +341,7 @@ class AsyncBatch:
     ) -> None:
         """See :meth:`Batch.track`."""
         self._pending.add(self._checker.activity(id, bucket, old_id, old_bucket, date, periods))
-        if len(self._pending.activities) >= self.max_events:
+        if self._pending.events >= self.max_events:
             await self.flush()
 
     async def track_many(self, events: Iterable[Event]) -> int:
@@ -333,9 +357,9 @@ class AsyncBatch:
     async def flush(self) -> int:
         """See :meth:`Batch.flush`."""
         pending = self._pending.take()
-        if pending:
+        if pending.events:
             await self.tracker.backend.track_many(pending)
-        return len(pending)
+        return pending.events
 
     async def close(self) -> None:
         """Send what is pending."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import hashlib
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -123,6 +124,44 @@ def _command_args(request: redis_plan.Request) -> tuple[Any, ...]:
     return _evalsha_args(request)
 
 
+def _spread(request: redis_plan.Request) -> redis_plan.Request:
+    """``request`` with the ids of each :class:`~.redis_plan.Spread` as arguments of their own."""
+    if not isinstance(request, redis_plan.ScriptCall):
+        return request
+    args: list[Any] = []
+    for arg in request.args:
+        if isinstance(arg, redis_plan.Spread):
+            args += arg.run
+        else:
+            args.append(arg)
+    return dataclasses.replace(request, args=tuple(args))
+
+
+def _bulk_string(value: str | bytes | int) -> bytes:
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    if isinstance(raw, int):
+        raw = b"%d" % raw
+    return b"$%d\r\n%b\r\n" % (len(raw), raw)
+
+
+def _packed(call: redis_plan.ScriptCall) -> bytes:
+    """The ``EVALSHA`` of ``call`` as the RESP bytes a connection sends, each
+    :class:`~.redis_plan.Spread` as its run encoded it (built once per id, not per call)."""
+    parts = [b"", b"$7\r\nEVALSHA\r\n", _bulk_string(_SHAS[call.script])]
+    parts.append(_bulk_string(len(call.keys)))
+    parts += map(_bulk_string, call.keys)
+    count = 3 + len(call.keys)
+    for arg in call.args:
+        if isinstance(arg, redis_plan.Spread):
+            parts.append(arg.run.encoded())
+            count += len(arg.run)
+        else:
+            parts.append(_bulk_string(arg))
+            count += 1
+    parts[0] = b"*%d\r\n" % count
+    return b"".join(parts)
+
+
 def _unknown_script(reply: object) -> bool:
     return isinstance(reply, redis.exceptions.NoScriptError)
 
@@ -213,6 +252,7 @@ class RedisBackend(Backend):
         self._owns_client = client is None
         self.client = options.connect(client, redis, (redis.Redis, redis.cluster.RedisCluster))
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
+        self._seen = redis_plan.RecordsSeen()
 
     def track(self, activity: Activity) -> None:
         now = time.time()
@@ -236,9 +276,9 @@ class RedisBackend(Backend):
 
     def track_many(self, activities: Iterable[Activity]) -> None:
         operation = redis_plan.track_many(
-            self.schema, activities, self.retention, time.time(), self._split_periods
+            self.schema, activities, self.retention, time.time(), self._split_periods, self._seen
         )
-        self._run(operation)
+        self._run(operation, self._send_batch)
 
     def collapse(self, job: CollapseJob) -> None:
         self._run(redis_plan.collapse(self.schema, job))
@@ -250,11 +290,16 @@ class RedisBackend(Backend):
         if self._owns_client:
             self.client.close()
 
-    def _run(self, operation: redis_plan.Operation[redis_plan.T]) -> redis_plan.T:
+    def _run(
+        self,
+        operation: redis_plan.Operation[redis_plan.T],
+        send: Callable[[list[redis_plan.Request]], list[Any]] | None = None,
+    ) -> redis_plan.T:
+        send = send or self._send
         try:
             requests = next(operation)
             while True:
-                requests = operation.send(self._send(requests))
+                requests = operation.send(send(requests))
         except StopIteration as stop:
             result: redis_plan.T = stop.value
             return result
@@ -275,6 +320,39 @@ class RedisBackend(Backend):
             if _unknown_script(reply):
                 replies[index] = self._send_tolerated(requests[index])
         return _replies(requests, replies)
+
+    def _send_batch(self, requests: list[redis_plan.Request]) -> list[Any]:
+        """Send ``track_many.lua`` calls: pre-encoded on a client with a pool of
+        connections (a batch's ids cost a join of bytes kept per id), else argument by
+        argument."""
+        if not isinstance(self.client, redis.Redis) or self.client.connection is not None:
+            return self._send([_spread(request) for request in requests])
+        replies = []
+        for request in requests:
+            assert isinstance(request, redis_plan.ScriptCall)
+            packed = _packed(request)
+            try:
+                replies.append(self._send_packed(packed))
+            except redis.exceptions.NoScriptError:
+                self.client.script_load(redis_plan.SCRIPTS[request.script])
+                replies.append(self._send_packed(packed))
+        return replies
+
+    def _send_packed(self, packed: bytes) -> Any:
+        """One command already encoded, on a connection of the client's pool; a connection
+        left in doubt (anything but an error reply) is closed."""
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([packed])
+            return connection.read_response()
+        except redis.exceptions.ResponseError:
+            raise
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
 
     def _send_tolerated(self, request: redis_plan.Request) -> Any:
         try:
@@ -315,6 +393,7 @@ class AsyncRedisBackend(AsyncBackend):
             client, redis.asyncio, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
         )
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
+        self._seen = redis_plan.RecordsSeen()
 
     async def track(self, activity: Activity) -> None:
         operation = redis_plan.track(
@@ -324,9 +403,9 @@ class AsyncRedisBackend(AsyncBackend):
 
     async def track_many(self, activities: Iterable[Activity]) -> None:
         operation = redis_plan.track_many(
-            self.schema, activities, self.retention, time.time(), self._split_periods
+            self.schema, activities, self.retention, time.time(), self._split_periods, self._seen
         )
-        await self._run(operation)
+        await self._run(operation, self._send_batch)
 
     async def collapse(self, job: CollapseJob) -> None:
         await self._run(redis_plan.collapse(self.schema, job))
@@ -338,11 +417,16 @@ class AsyncRedisBackend(AsyncBackend):
         if self._owns_client:
             await self.client.aclose()
 
-    async def _run(self, operation: redis_plan.Operation[redis_plan.T]) -> redis_plan.T:
+    async def _run(
+        self,
+        operation: redis_plan.Operation[redis_plan.T],
+        send: Callable[[list[redis_plan.Request]], Awaitable[list[Any]]] | None = None,
+    ) -> redis_plan.T:
+        send = send or self._send
         try:
             requests = next(operation)
             while True:
-                requests = operation.send(await self._send(requests))
+                requests = operation.send(await send(requests))
         except StopIteration as stop:
             result: redis_plan.T = stop.value
             return result
@@ -361,6 +445,36 @@ class AsyncRedisBackend(AsyncBackend):
             if _unknown_script(reply):
                 replies[index] = await self._send_tolerated(requests[index])
         return _replies(requests, replies)
+
+    async def _send_batch(self, requests: list[redis_plan.Request]) -> list[Any]:
+        """See :meth:`RedisBackend._send_batch`."""
+        if not isinstance(self.client, redis.asyncio.Redis) or self.client.connection is not None:
+            return await self._send([_spread(request) for request in requests])
+        replies = []
+        for request in requests:
+            assert isinstance(request, redis_plan.ScriptCall)
+            packed = _packed(request)
+            try:
+                replies.append(await self._send_packed(packed))
+            except redis.exceptions.NoScriptError:
+                await self.client.script_load(redis_plan.SCRIPTS[request.script])
+                replies.append(await self._send_packed(packed))
+        return replies
+
+    async def _send_packed(self, packed: bytes) -> Any:
+        """See :meth:`RedisBackend._send_packed`."""
+        pool = self.client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            await connection.send_packed_command([packed])
+            return await connection.read_response()
+        except redis.exceptions.ResponseError:
+            raise
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
 
     async def _send_tolerated(self, request: redis_plan.Request) -> Any:
         try:

@@ -9,13 +9,17 @@ one copy of the logic, and it can be tested with plain data.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Generator, Iterable, Mapping, Sequence
+import threading
+from abc import abstractmethod
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 from typing import Any, TypeVar
 
 from ..arguments import Activity, CollapseJob, LookupJob
+from ..batch import GroupedActivities
 from ..corrections import Estimate, corrected_count, estimate, union_subtracted
 from ..errors import ActivityTrackerError, AggregateBucketError, collapse_error
 from ..keys import (
@@ -169,32 +173,219 @@ def track_many(
     retention: int,
     now: float,
     split_periods: bool = False,
+    seen: RecordsSeen | None = None,
 ) -> Operation[None]:
     """Record many activities, with the result of recording them one by one in order (see
     :class:`BatchGroups`): one ``track_many.lua`` call for all their periods, atomic, or one
     per period when periods may live on different cluster nodes (``split_periods``), all in
-    one round trip."""
+    one round trip. :class:`~activity_tracker.batch.GroupedActivities` come with their plain
+    adds grouped already. ``seen`` holds what earlier batches learnt of the ids with change
+    records, and learns from this one; a call it misled (another client changed records
+    since) writes nothing and is sent again without it."""
     groups = BatchGroups()
+    if isinstance(activities, GroupedActivities):
+        for (periods, ends), bucket, ids in activities.adds:
+            groups.add_ids(periods, ends, bucket, ids)
+        activities = activities.others
     for activity in activities:
         groups.add(activity)
-    calls = groups.script_calls(schema, retention, now, split_periods)
-    if calls:
-        replies = yield calls
-        for number, reply in enumerate(replies):
-            groups.check_reply(number, reply, split_periods)
+    seen = seen if seen is not None else RecordsSeen()
+    parts = groups.parts(split_periods)
+    calls: list[Request] = [
+        groups.script_call(schema, part, retention, now, seen) for part in parts
+    ]
+    if not calls:
+        return
+    replies = yield calls
+    stale = [number for number, reply in enumerate(replies) if int(reply[0]) == STALE]
+    if stale:
+        for number in stale:
+            seen.forget(parts[number])
+        resent: list[Request] = [
+            groups.script_call(schema, parts[n], retention, now, seen) for n in stale
+        ]
+        again = yield resent
+        for number, reply in zip(stale, again, strict=True):
+            replies[number] = reply
+    for part, reply in zip(parts, replies, strict=True):
+        groups.check_reply(part, reply, seen)
+
+
+#: The first element of a ``track_many.lua`` reply.
+WRITTEN, REFUSED, STALE = 0, 1, 2
+
+
+class RecordsSeen:
+    """What a client learnt of the ids with change records in recent periods, so that a
+    batch checks only those of its ids (instead of sending the hash of each).
+
+    Per period: the number of ids with records (``@moved``) and those ids. The ids with
+    records in a period only ever grow, so while ``@moved`` has that number, they are these
+    ids: the script checks that before writing. Learnt from the batches' own replies: the
+    ids known before a batch and those it moves have records after it; when they are as
+    many as ``@moved`` then, they are all. Kept for up to :data:`MAX_IDS` ids in all
+    (beyond, batches send every hash, as when nothing is known). Shared by the threads of a
+    backend: each entry is replaced, never changed. Ids are compared as text where the
+    script compares 8-byte hashes: the batch path departs from ``track()`` only for two ids
+    sharing a hash (see ``keys.id_hash``).
+    """
+
+    MAX_IDS = 1 << 18
+
+    def __init__(self) -> None:
+        self.periods: dict[Period, tuple[int, frozenset[str]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, period: Period) -> tuple[int, frozenset[str]] | None:
+        return self.periods.get(period)
+
+    def forget(self, periods: Iterable[Period]) -> None:
+        with self._lock:
+            for period in periods:
+                self.periods.pop(period, None)
+
+    def learn(
+        self,
+        period: Period,
+        before: tuple[int, frozenset[str]] | None,
+        moved: AbstractSet[str],
+        count: int,
+    ) -> None:
+        """After a batch that moved ``moved`` and left ``count`` ids with records, sent
+        knowing ``before``."""
+        if before is not None and not moved and before[0] == count:
+            return
+        ids = (before[1] if before is not None else frozenset()).union(moved)
+        with self._lock:
+            periods = self.periods
+            periods.pop(period, None)
+            if len(ids) != count or count > self.MAX_IDS:
+                return
+            held = sum(len(known) for _, known in periods.values())
+            while periods and held + count > self.MAX_IDS:
+                held -= len(periods.pop(next(iter(periods)))[1])
+            periods[period] = count, ids
+
+
+class IdRun(Collection[str]):
+    """Distinct ids that go into sketches together, sent once per script call however many
+    buckets and periods take them: a set of a batch (:class:`SetRun`), or the unique values
+    of a column. Besides the ids, it gives them as RESP bulk strings (what a driver sends),
+    and the 8-byte hashes of those of them that the batch does not move."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def encoded(self) -> bytes:
+        """Each id as a RESP bulk string (``$<length>\\r\\n<id>\\r\\n``), concatenated."""
+
+    @abstractmethod
+    def among(self, ids: AbstractSet[str]) -> AbstractSet[str]:
+        """The ids of this run that are in ``ids``."""
+
+    @abstractmethod
+    def hashes(self, leaving_out: AbstractSet[str]) -> bytes:
+        """The concatenated hashes of the ids of this run not in ``leaving_out``."""
+
+    def union(self, others: Sequence[IdRun]) -> IdRun:
+        """The distinct ids of this run and ``others``."""
+        return SetRun(frozenset(self).union(*others))
+
+
+class SetRun(IdRun):
+    """A set of ids as an :class:`IdRun`; the RESP form and hash of an id are remembered
+    across batches (most ids of a batch were in the previous ones)."""
+
+    __slots__ = ("ids",)
+
+    def __init__(self, ids: set[str] | frozenset[str]) -> None:
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __contains__(self, id: object) -> bool:
+        return id in self.ids
+
+    def encoded(self) -> bytes:
+        return _BULK_STRINGS.joined(self.ids)
+
+    def among(self, ids: AbstractSet[str]) -> AbstractSet[str]:
+        return self.ids.intersection(ids)
+
+    def hashes(self, leaving_out: AbstractSet[str]) -> bytes:
+        found = self.ids.intersection(leaving_out) if leaving_out else ()
+        return _HASHES.joined(self.ids.difference(found) if found else self.ids)
+
+    def union(self, others: Sequence[IdRun]) -> IdRun:
+        if all(isinstance(other, SetRun) for other in others):
+            return SetRun(self.ids.union(*(other.ids for other in others)))  # type: ignore[attr-defined]
+        return super().union(others)
+
+
+class _Memo:
+    """What ``make`` gives for each id, remembered up to ``limit`` ids; safe to share between
+    threads: when full it starts a new dict rather than clearing one others may be reading."""
+
+    def __init__(self, make: Callable[[str], bytes], limit: int) -> None:
+        self.make, self.limit = make, limit
+        self.known: dict[str, bytes] = {}
+
+    def __call__(self, id: str) -> bytes:
+        found = self.known.get(id)
+        if found is None:
+            found = self.known[id] = self.make(id)
+        return found
+
+    def joined(self, ids: set[str] | frozenset[str]) -> bytes:
+        """``make(id)`` for every id of ``ids``, concatenated."""
+        known = self.known
+        missing: Iterable[str] = ids.difference(known)  # looks each id up in known
+        if missing:
+            if len(known) + len(missing) > self.limit:  # type: ignore[arg-type]
+                known = self.known = {}
+                missing = ids
+            make = self.make
+            for id in missing:
+                known[id] = make(id)
+        return b"".join(map(known.__getitem__, ids))
+
+
+def _bulk_string(id: str) -> bytes:
+    raw = id.encode("utf-8")
+    return b"$%d\r\n%b\r\n" % (len(raw), raw)
+
+
+_MEMO_SIZE = 1 << 17
+_HASHES = _Memo(id_hash, _MEMO_SIZE)
+_BULK_STRINGS = _Memo(_bulk_string, _MEMO_SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """The ids of ``run`` as consecutive script arguments, one each: a driver sends
+    ``run.encoded()`` as it is, or the ids one by one."""
+
+    run: IdRun
 
 
 @dataclass(slots=True)
 class _BucketGroup:
-    """What a batch does to one bucket of one period (ids as sets: each costs one element).
+    """What a batch does to one bucket of one period.
 
-    ``ids``: every id added to it or moved out of it (all go into its sketch). ``checks``:
-    the ids added to it before any move of theirs in the batch: whether the server has
-    records of them decides their correction, as in ``track.lua``.
+    ``runs``: ids added to it before any move of theirs in the batch, in runs shared with
+    other periods (they go into its sketch and are checked). ``ids``: the other ids added to
+    it or moved out of it (all go into its sketch). ``checks``: those of ``ids`` added to it
+    before any move of theirs in the batch: whether the server has records of them decides
+    their correction, as in ``track.lua``.
     """
 
     added: bool = False
     moved_out: bool = False
+    runs: list[IdRun] = dataclasses.field(default_factory=list)
     ids: set[str] = dataclasses.field(default_factory=set)
     checks: set[str] = dataclasses.field(default_factory=set)
 
@@ -218,9 +409,10 @@ class BatchGroups:
     an operation reads and writes is its own id's records, and the counters summing them.
     Operations on different ids therefore commute, and only the order of each id's own
     operations matters. An id's adds before its first move in the batch see its records as
-    they were before the batch (``checks``); from its first move on it has records for sure,
-    and its record for each bucket it touches is decided by its last operation there
-    (``moved``). The script applies each id's checks, then its last operations.
+    they were before the batch (``checks``, and every id of a run given to :meth:`add_ids`);
+    from its first move on it has records for sure, and its record for each bucket it
+    touches is decided by its last operation there (``moved``). The script applies each
+    id's checks, then its last operations.
     """
 
     def __init__(self) -> None:
@@ -229,7 +421,8 @@ class BatchGroups:
         # lookup: keyed by the identity of the periods tuple (the one the checker keeps for
         # each day), which the entry holds and compares, so an id reused is never mistaken.
         self._targets: dict[tuple[int, Bucket], _Targets] = {}
-        self._sections: list[tuple[Period, list[str]]] = []
+        # What each script call was sent knowing of the ids with records, per period.
+        self._known: dict[Period, tuple[int, frozenset[str]] | None] = {}
 
     def _period(self, period: Period, end: float) -> _PeriodGroups:
         groups = self.periods.get(period)
@@ -243,6 +436,24 @@ class BatchGroups:
         if group is None:
             group = groups.buckets[code] = _BucketGroup()
         return group
+
+    def add_ids(
+        self, periods: Sequence[Period], ends: Sequence[float], bucket: Bucket, ids: Collection[str]
+    ) -> None:
+        """Group adds of ``ids`` to ``bucket`` in ``periods`` (ending at ``ends``), none of
+        which was moved in the batch before being added: in any order with the activities of
+        :meth:`add`, as such adds commute with everything before them."""
+        if isinstance(ids, IdRun):
+            run = ids
+        else:
+            run = SetRun(ids if isinstance(ids, set | frozenset) else frozenset(ids))
+        if not run:
+            return
+        code = _code(bucket)
+        for period, end in zip(periods, ends, strict=True):
+            group = self._bucket(self._period(period, end), code)
+            group.added = True
+            group.runs.append(run)
 
     def add(self, activity: Activity) -> None:
         """Group one activity after those added before it."""
@@ -289,38 +500,58 @@ class BatchGroups:
             found.append((groups.moved, group, code))
         return activity.periods, tuple(found)
 
-    def script_calls(
-        self, schema: KeySchema, retention: int, now: float, split_periods: bool = False
-    ) -> list[Request]:
-        """The ``track_many.lua`` calls: one for every period, or one per period."""
-        hashes = _HASHES
-        self._sections = []
-        sections = []
-        for period, groups in self.periods.items():
-            self._sections.append((period, list(groups.buckets)))
-            sections.append(self._section(schema, period, groups, retention, now, hashes))
-        if not split_periods:
-            sections = (
-                [
-                    (
-                        [key for keys, _ in sections for key in keys],
-                        [arg for _, args in sections for arg in args],
-                    )
-                ]
-                if sections
-                else []
-            )
-        return [ScriptCall("track_many", tuple(keys), tuple(args)) for keys, args in sections]
+    def parts(self, split_periods: bool) -> list[list[Period]]:
+        """The periods of each script call: all in one, or one each."""
+        periods = list(self.periods)
+        if split_periods:
+            return [[period] for period in periods]
+        return [periods] if periods else []
 
-    def check_reply(self, number: int, reply: Any, split_periods: bool) -> None:
-        """Raise what the reply of script call ``number`` other than 0 means: a bucket of a
-        section is an aggregate in that period (and nothing was written)."""
-        if reply == 0:
+    def script_call(
+        self,
+        schema: KeySchema,
+        periods: Sequence[Period],
+        retention: int,
+        now: float,
+        seen: RecordsSeen,
+    ) -> ScriptCall:
+        """The ``track_many.lua`` call recording the batch in ``periods``: the id runs of
+        its sections, each once, then the sections."""
+        runs: dict[int, tuple[int, IdRun]] = {}
+
+        def number(run: IdRun) -> int:
+            found = runs.get(id(run))
+            if found is None:
+                found = runs[id(run)] = (len(runs) + 1, run)
+            return found[0]
+
+        keys: list[str] = []
+        sections: list[Any] = []
+        for period in periods:
+            known = self._known[period] = seen.get(period)
+            section_keys, section_args = self._section(
+                schema, period, self.periods[period], retention, now, number, known
+            )
+            keys += section_keys
+            sections += section_args
+        args: list[Any] = [len(runs)]
+        for _, run in runs.values():
+            args += (len(run), Spread(run))
+        return ScriptCall("track_many", tuple(keys), (*args, *sections))
+
+    def check_reply(self, periods: Sequence[Period], reply: Any, seen: RecordsSeen) -> None:
+        """Learn from the reply of the call for ``periods``, or raise what it means: a
+        bucket of a section is an aggregate in that period (and nothing was written)."""
+        status, *rest = (int(value) for value in reply)
+        if status == WRITTEN:
+            for period, count in zip(periods, rest, strict=True):
+                seen.learn(period, self._known[period], self.periods[period].moved.keys(), count)
             return
-        section, position = (int(value) for value in reply)
-        period, codes = self._sections[number if split_periods else section - 1]
-        code = codes[position - 1]
-        argument = "bucket" if self.periods[period].buckets[code].added else "old_bucket"
+        section, position = rest
+        period = periods[section - 1]
+        buckets = self.periods[period].buckets
+        code = list(buckets)[position - 1]
+        argument = "bucket" if buckets[code].added else "old_bucket"
         raise AggregateBucketError.tracked_into(argument, decode_bucket(code), period)
 
     @staticmethod
@@ -330,62 +561,51 @@ class BatchGroups:
         groups: _PeriodGroups,
         retention: int,
         now: float,
-        hashes: dict[str, bytes],
+        number: Callable[[IdRun], int],
+        known: tuple[int, frozenset[str]] | None,
     ) -> tuple[list[str], list[Any]]:
-        get = hashes.get
-
-        def hash_of(id: str) -> bytes:
-            if len(hashes) >= _HASH_CACHE_SIZE:
-                hashes.clear()
-            found = hashes[id] = id_hash(id)
-            return found
-
         moved = groups.moved
         keys = [schema.reg(period), schema.chg(period)]
         args: list[Any] = [deadline(groups.end, now, retention), len(groups.buckets)]
-        checked_then_moved: dict[str, list[int]] = {}
-        positions = {}
+        checked: dict[str, list[int]] = {}  # checked ids sent as entries, and their buckets
+        positions: dict[str, int] = {}
         for position, (code, group) in enumerate(groups.buckets.items()):
             positions[code] = position
             keys.append(schema.hll(period, code))
-            args += (code, group.added + 2 * group.moved_out)
-            args += _id_list(group.ids)
-            checks = group.checks
-            if moved:
-                for id in checks.intersection(moved):
-                    checked_then_moved.setdefault(id, []).append(position)
-                checks = checks.difference(moved)
-            args.append(b"".join([get(id) or hash_of(id) for id in checks]))
-        args.append(len(moved))
-        for id, last in moved.items():
-            entry = bytearray(get(id) or hash_of(id))
-            for position in checked_then_moved.get(id, ()):
+            id_runs = [*group.runs, SetRun(group.ids)] if group.ids else group.runs
+            args += (code, group.added + 2 * group.moved_out, len(id_runs))
+            args += (number(run) for run in id_runs)
+            checks = [*group.runs, SetRun(group.checks)] if group.checks else group.runs
+            hashes = b""
+            if known is None:
+                if len(checks) > 1:
+                    checks = [checks[0].union(checks[1:])]
+                for run in checks:
+                    for id in run.among(moved.keys()) if moved else ():
+                        checked.setdefault(id, []).append(position)
+                    hashes += run.hashes(moved.keys())
+            else:
+                for run in checks:
+                    for id in run.among(known[1]):
+                        checked.setdefault(id, []).append(position)
+                    for id in run.among(moved.keys()) if moved else ():
+                        checked.setdefault(id, []).append(position)
+            args.append(hashes)
+        args.append(-1 if known is None else known[0])
+        entries = [*moved, *(id for id in checked if id not in moved)]
+        args.append(len(entries))
+        for id in entries:
+            entry = bytearray(_HASHES(id))
+            for position in checked.get(id, ()):
                 entry += (position * 4).to_bytes(3, "big")
-            for code, flag in last.items():
+            for code, flag in moved.get(id, {}).items():
                 entry += (positions[code] * 4 + (1 if flag == OUT else 2)).to_bytes(3, "big")
             args.append(bytes(entry))
         return keys, args
 
 
-# The id hashes of recent batches: most ids of a batch were in the previous ones (hashing
-# costs more than the rest of grouping an id). Cleared when full; a race only recomputes.
-_HASHES: dict[str, bytes] = {}
-_HASH_CACHE_SIZE = 1 << 17
-
 _Target = tuple[dict[str, dict[str, int]], _BucketGroup, str]
 _Targets = tuple[tuple[Period, ...], tuple[_Target, ...]]
-
-
-def _id_list(ids: set[str]) -> list[str]:
-    """A list of ids as ``track_many.lua`` reads it: ``-n`` and the ids joined by newlines
-    (one argument is much cheaper to send than n), or ``n`` and the ids one by one when an id
-    holds a newline."""
-    if not ids:
-        return ["0"]
-    joined = "\n".join(ids)
-    if joined.count("\n") == len(ids) - 1:
-        return [str(-len(ids)), joined]
-    return [str(len(ids)), *ids]
 
 
 # ---- collapse -------------------------------------------------------------------------------

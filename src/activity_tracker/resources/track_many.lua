@@ -2,45 +2,37 @@
 -- keys.py; the grouping, and why it equals recording the activities one by one:
 -- BatchGroups in redis_plan.py).
 --
--- One section per period, KEYS and ARGV holding the sections one after the other.
+-- ARGV starts with the id runs of the batch, each sent once however many buckets and periods
+-- take it: their number, then per run its length n and its n ids, one argument each (so that
+-- they reach PFADD without being split or copied here). Then one section per period, KEYS
+-- and ARGV holding the sections one after the other.
 -- KEYS of a section: reg, chg, then the sketch of each bucket of the batch.
 -- ARGV of a section: the proposed deadline D, the number of buckets, then per bucket in KEYS
 --   order: its code, its flags (1: ids were added to it, 2: ids were moved out of it), the
---   ids going into its sketch, and its "checks": the 8-byte hashes, concatenated, of the ids
---   added to it that the batch never moves. Then the number of moved ids, and one argument
---   per id moved in the batch: its hash followed by 3-byte operations
---   (bucket number * 4 + kind), kind 0 an add before its first move in the batch, 1 a
---   bucket whose last operation since that move is a move out, 2 one where it is an add.
--- A list of ids is its length n followed by its n ids, or -n followed by one argument holding
--- the n ids joined by "\n" (cheaper to send; used when no id contains "\n").
--- Returns 0, or {section, bucket number} when a bucket written to is an aggregate in that
--- section's period: then nothing was written.
+--   number of id runs going into its sketch and their numbers, and its "checks": the 8-byte
+--   hashes, concatenated, of the ids added to it before any move of theirs in the batch that
+--   the batch never moves. Then "known": -1, or the number of ids with records ("@moved")
+--   the client saw last; then it knows which ids have records, sends no checks but one entry
+--   for each checked id with records, and the section is refused if "@moved" changed since.
+--   Then the number of entries, and one argument per id moved in the batch (or checked with
+--   records): its hash followed by 3-byte operations (bucket number * 4 + kind), kind 0 an
+--   add before its first move in the batch, 1 a bucket whose last operation since that move
+--   is a move out, 2 one where it is an add.
+-- Nothing is written unless every section can be: the reply is {1, section, bucket number}
+-- when a bucket written to is an aggregate in that section's period, {2, section} when the
+-- client's "known" is out of date, else {0, then each section's "@moved" after the batch}.
 --
 -- Records are only read where they can matter: the checks only when the period has id
 -- changes ("@moved"), in one HGET per shard touched, or in one HGETALL when the period has
 -- fewer ids with records than the batch has checks. In the common case (registered buckets,
--- no id changes) a section is one HMGET and its PFADDs.
+-- no id changes, or changes the client knows of) a section is one HMGET and its PFADDs.
 
-local pos = 1
-local function next_list()
+local runs = {}
+local pos = 2
+for r = 1, tonumber(ARGV[1]) do
   local n = tonumber(ARGV[pos])
-  local list = {}
-  if n < 0 then
-    local joined, from = ARGV[pos + 1], 1
-    for i = 1, -n - 1 do
-      local at = string.find(joined, '\n', from, true)
-      list[i] = string.sub(joined, from, at - 1)
-      from = at + 1
-    end
-    list[-n] = string.sub(joined, from)
-    pos = pos + 2
-  else
-    for i = 1, n do
-      list[i] = ARGV[pos + i]
-    end
-    pos = pos + 1 + n
-  end
-  return list
+  runs[r] = {pos + 1, pos + n}
+  pos = pos + 1 + n
 end
 
 -- Read one section and decide its writes (pass 1: nothing is written).
@@ -51,13 +43,18 @@ local function plan_section(first_key)
   local buckets, fields = {}, {}
   for b = 1, count do
     local g = {hll = KEYS[first_key + 1 + b], code = ARGV[pos], flags = tonumber(ARGV[pos + 1])}
-    pos = pos + 2
-    g.ids = next_list()
-    g.checks = ARGV[pos]
-    pos = pos + 1
+    local k = tonumber(ARGV[pos + 2])
+    g.runs = {}
+    for i = 1, k do
+      g.runs[i] = runs[tonumber(ARGV[pos + 2 + i])]
+    end
+    g.checks = ARGV[pos + 3 + k]
+    pos = pos + 4 + k
     buckets[b], fields[b] = g, g.code
   end
   s.buckets, s.last_key = buckets, first_key + 1 + count
+  local known = tonumber(ARGV[pos])
+  pos = pos + 1
   local moved_entries = {}
   for e = 1, tonumber(ARGV[pos]) do
     moved_entries[e] = ARGV[pos + e]
@@ -84,6 +81,10 @@ local function plan_section(first_key)
     s.deadline = read[count + 1]
   end
   local moved_count = tonumber(read[count + 2]) or 0
+  if known >= 0 and known ~= moved_count then
+    s.stale = true
+    return s
+  end
   s.next = tonumber(read[count + 3]) or 0
   for b, g in ipairs(buckets) do
     if states[b] and string.sub(states[b], 1, 1) == 'a' then
@@ -209,7 +210,7 @@ local function plan_section(first_key)
     end
     if had then
       settle(shard, h, found, final)
-    else
+    elseif next(final) ~= nil then
       s.moved = s.moved + 1
       for index, flag in pairs(final) do
         append(shard, h, index, flag)
@@ -247,6 +248,7 @@ local function plan_section(first_key)
     s.blobs[#s.blobs + 1] = shard
     s.blobs[#s.blobs + 1] = table.concat(parts)
   end
+  s.moved_after = moved_count + s.moved
   s.new_keys = {}
   for b, g in ipairs(buckets) do
     if s.fresh or not states[b] then
@@ -259,7 +261,11 @@ end
 -- Write one planned section (pass 2).
 local function write_section(s)
   for _, g in ipairs(s.buckets) do
-    each_slice('PFADD', g.hll, g.ids)
+    for _, run in ipairs(g.runs) do
+      for from = run[1], run[2], SLICE do
+        redis.call('PFADD', g.hll, unpack(ARGV, from, math.min(from + SLICE - 1, run[2])))
+      end
+    end
   end
   write_plan(s, function(b)
     return s.buckets[b].code
@@ -271,7 +277,10 @@ local k = 1
 while k <= #KEYS do
   local s = plan_section(k)
   if s.refused then
-    return {#sections + 1, s.refused}
+    return {1, #sections + 1, s.refused}
+  end
+  if s.stale then
+    return {2, #sections + 1}
   end
   if problem then
     return redis.error_reply(problem)
@@ -279,7 +288,9 @@ while k <= #KEYS do
   sections[#sections + 1] = s
   k = s.last_key + 1
 end
+local reply = {0}
 for _, s in ipairs(sections) do
   write_section(s)
+  reply[#reply + 1] = s.moved_after
 end
-return 0
+return reply
