@@ -221,28 +221,40 @@ class RecordsSeen:
 
     Per period: the number of ids with records (``@moved``) and those ids. The ids with
     records in a period only ever grow, so while ``@moved`` has that number, they are these
-    ids: the script checks that before writing. Learnt from the batches' own replies: the
-    ids known before a batch and those it moves have records after it; when they are as
-    many as ``@moved`` then, they are all. Kept for up to :data:`MAX_IDS` ids in all
-    (beyond, batches send every hash, as when nothing is known). Shared by the threads of a
-    backend: each entry is replaced, never changed. Ids are compared as text where the
-    script compares 8-byte hashes: the batch path departs from ``track()`` only for two ids
-    sharing a hash (see ``keys.id_hash``).
+    ids: the script checks that before writing, and a call relying on an out-of-date count
+    writes nothing and is sent again with every hash. Of a period never seen, it guesses
+    that no id has records (right for a period being filled by one client; a wrong guess
+    costs one more round trip, once). Learnt from the batches' own replies: the ids known
+    before a batch and those it moves have records after it; when they are as many as
+    ``@moved`` then, they are all. Keeps up to :data:`MAX_IDS` ids in all (beyond, batches
+    send every hash). Shared by the threads of a backend. Ids are compared as text where the
+    script compares 8-byte hashes: the batch departs from ``track()`` only for two ids
+    sharing a hash (see :func:`~activity_tracker.keys.id_hash`).
     """
 
     MAX_IDS = 1 << 18
+    NOTHING: tuple[int, frozenset[str]] = (0, frozenset())
 
     def __init__(self) -> None:
         self.periods: dict[Period, tuple[int, frozenset[str]]] = {}
+        self.unknown: set[Period] = set()  # guessed wrong: batches send every hash
         self._lock = threading.Lock()
 
     def get(self, period: Period) -> tuple[int, frozenset[str]] | None:
-        return self.periods.get(period)
+        """What is known of ``period``: the number of ids with records and those ids."""
+        found = self.periods.get(period)
+        if found is None and period not in self.unknown:
+            return self.NOTHING
+        return found
 
     def forget(self, periods: Iterable[Period]) -> None:
+        """What was known of ``periods`` is out of date."""
         with self._lock:
+            if len(self.unknown) >= 4096:
+                self.unknown.clear()
             for period in periods:
                 self.periods.pop(period, None)
+                self.unknown.add(period)
 
     def learn(
         self,
@@ -261,6 +273,7 @@ class RecordsSeen:
             periods.pop(period, None)
             if len(ids) != count or count > self.MAX_IDS:
                 return
+            self.unknown.discard(period)
             held = sum(len(known) for _, known in periods.values())
             while periods and held + count > self.MAX_IDS:
                 held -= len(periods.pop(next(iter(periods)))[1])
