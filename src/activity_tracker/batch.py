@@ -200,7 +200,7 @@ class GroupedActivities:
     activities, for any backend; the Redis backend sends the sets as they are.
     """
 
-    adds: list[tuple[_Periods, Bucket, Collection[str]]]
+    adds: Sequence[tuple[_Periods, Bucket, Collection[str]]]
     others: list[Activity]
     events: int
 

@@ -582,6 +582,10 @@ class BatchGroups:
         args: list[Any] = [deadline(groups.end, now, retention), len(groups.buckets)]
         checked: dict[str, list[int]] = {}  # checked ids sent as entries, and their buckets
         positions: dict[str, int] = {}
+        moved_ids = moved.keys()
+        # The checked ids that are sent as entries: those moved in the batch, and (when the
+        # ids with records are known) those with records.
+        entered = moved_ids if known is None else known[1].union(moved_ids)
         for position, (code, group) in enumerate(groups.buckets.items()):
             positions[code] = position
             keys.append(schema.hll(period, code))
@@ -589,20 +593,12 @@ class BatchGroups:
             args += (code, group.added + 2 * group.moved_out, len(id_runs))
             args += (number(run) for run in id_runs)
             checks = [*group.runs, SetRun(group.checks)] if group.checks else group.runs
-            hashes = b""
-            if known is None:
-                if len(checks) > 1:
-                    checks = [checks[0].union(checks[1:])]
-                for run in checks:
-                    for id in run.among(moved.keys()) if moved else ():
-                        checked.setdefault(id, []).append(position)
-                    hashes += run.hashes(moved.keys())
-            else:
-                for run in checks:
-                    for id in run.among(known[1]):
-                        checked.setdefault(id, []).append(position)
-                    for id in run.among(moved.keys()) if moved else ():
-                        checked.setdefault(id, []).append(position)
+            if known is None and len(checks) > 1:
+                checks = [checks[0].union(checks[1:])]
+            for run in checks:
+                for id in run.among(entered):
+                    checked.setdefault(id, []).append(position)
+            hashes = b"".join(run.hashes(moved_ids) for run in checks) if known is None else b""
             args.append(hashes)
         args.append(-1 if known is None else known[0])
         entries = [*moved, *(id for id in checked if id not in moved)]
