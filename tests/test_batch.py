@@ -130,7 +130,8 @@ def test_a_user_seen_fifty_times_costs_one_element():
     assert (runs, count, deadline, buckets, code, flags) == (1, 2, end + 100, 1, "b:web", 1)
     assert (taken, run, checks, known, entries) == (1, 1, b"", 0, 0)
     assert sorted(spread.run) == ["heavy", "light"]
-    assert call.keys == (schema.reg(day), schema.chg(day), schema.hll(day, "b:web"))
+    keys = (schema.scratch(day), schema.reg(day), schema.chg(day), schema.hll(day, "b:web"))
+    assert call.keys == keys
     # Each id is one argument, RESP-encoded once, whatever it holds.
     assert sorted(spread.run.encoded().split(b"\r\n$")) in (
         [b"$5\r\nheavy", b"5\r\nlight\r\n"],
@@ -147,7 +148,7 @@ def test_the_ids_of_a_day_are_sent_once_for_all_its_periods():
     [call] = next(redis_plan.track_many(schema, pending.take(), retention=100, now=0.0))
     assert call.args[0] == 1  # one run ...
     assert sorted(call.args[2].run) == ["u0", "u1", "u2"]
-    assert call.keys[::3] == (schema.reg(day), schema.reg(month))
+    assert call.keys[1::3] == (schema.reg(day), schema.reg(month))
     daily, monthly = call.args[3:12], call.args[12:]
     assert daily[2:6] == monthly[2:6] == ("b:web", 1, 1, 1)  # ... taken by both periods
 
@@ -226,6 +227,27 @@ def test_a_batch_after_another_clients_id_changes_is_sent_again_and_stays_exact(
     # Later batches of the day check every hash: one round trip.
     assert round_trips(lambda: mine.track_many([("s2", "anon", None, None, DAY)])) == 1
     client.close()
+
+
+@pytest.mark.parametrize("scratch_taken", [False, True])
+def test_long_runs_go_into_each_periods_sketch(redis_client, prefix, scratch_taken):
+    # 2,000 ids of one day go into the daily, weekly and monthly sketches: through the
+    # scratch key, merged into each, or (when that key is someone else's) into each.
+    tracker = ActivityTracker(
+        periods=["daily", "weekly", "monthly"], client=redis_client, prefix=prefix
+    )
+    schema, day = KeySchema(prefix), Period("daily", DAY)
+    if scratch_taken:
+        redis_client.set(schema.scratch(day), "theirs")
+    ids = [f"user-{n}" for n in range(2_000)]
+    tracker.track_many((id, "web", None, None, DAY) for id in ids)
+    redis_client.pfadd(f"{prefix}:expected", *ids)
+    expected = redis_client.pfcount(f"{prefix}:expected")
+    for kind in ("daily", "weekly", "monthly"):
+        sketch = schema.hll(Period.containing(kind, DAY), "b:web")
+        assert redis_client.pfcount(sketch) == expected
+        assert redis_client.ttl(sketch) > 0
+    assert redis_client.get(schema.scratch(day)) == (b"theirs" if scratch_taken else None)
 
 
 @pytest.fixture

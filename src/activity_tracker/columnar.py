@@ -14,9 +14,10 @@ changes) are taken one by one, in order, as ``track_many()`` takes them.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +34,8 @@ from .periods import local_date
 if TYPE_CHECKING:
     from .tracker import ActivityTracker
 
+T = TypeVar("T")
+U = TypeVar("U")
 #: Rows per batch (one call of the batch script on Redis).
 DEFAULT_CHUNK_SIZE = 200_000
 _DAY = 86_400
@@ -71,9 +74,35 @@ def track_columns(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
     columns = Columns.of(tracker, ids, dates, buckets, old_ids, old_buckets)
-    for start in range(0, len(columns), chunk_size):
-        tracker.backend.track_many(columns.slice(start, chunk_size).grouped(tracker._checker))
-    return len(columns)
+    chunks = (columns.slice(start, chunk_size) for start in range(0, len(columns), chunk_size))
+    return send(tracker, chunks)
+
+
+def send(tracker: ActivityTracker, chunks: Iterable[Columns]) -> int:
+    """Write each chunk as one batch, in order; return how many rows."""
+    rows = 0
+    for batch in pipelined(chunks, lambda chunk: chunk.grouped(tracker._checker)):
+        tracker.backend.track_many(batch)
+        rows += batch.events
+    return rows
+
+
+def pipelined(items: Iterable[T], prepare: Callable[[T], U]) -> Iterator[U]:
+    """``prepare(item)`` for each item, in order, the next item taken and prepared in a
+    thread while the caller handles the one before (Redis works on one core meanwhile,
+    this process on the other)."""
+    iterator = iter(items)
+    done = object()
+
+    def next_prepared() -> Any:
+        item = next(iterator, done)
+        return done if item is done else prepare(item)  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="activity-tracker-columns") as pool:
+        coming = pool.submit(next_prepared)
+        while (prepared := coming.result()) is not done:
+            coming = pool.submit(next_prepared)
+            yield prepared
 
 
 class Columns:
@@ -296,6 +325,49 @@ class ColumnRun(IdRun):
             parts = [self.rows, *(other.rows for other in others)]  # type: ignore[attr-defined]
             return ColumnRun(self.chunk, np.unique(np.concatenate(parts)))
         return super().union(others)
+
+
+# ---- reading files ----------------------------------------------------------------------------
+
+
+def csv_block(data: bytes, columns: Sequence[str]) -> tuple[np.ndarray, dict[str, pa.Array]] | None:
+    """The rows of ``data``, whole lines of CSV without quotes, as text columns named
+    ``columns`` (missing trailing cells and empty ones are null, cells are stripped), with
+    the index of each row's line in ``data``; blank lines and lines starting with ``#`` are
+    not rows. None when ``data`` is not that simple: quotes, not UTF-8, a row with more
+    cells than ``columns``."""
+    if b'"' in data:
+        return None
+    try:
+        text = pa.array([data], pa.large_binary()).cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return None
+    lines = pc.split_pattern(text, "\n").flatten()
+    if data.endswith(b"\n"):
+        lines = lines.slice(0, len(lines) - 1)
+    lines = pc.utf8_trim_whitespace(lines)
+    keep = pc.and_(pc.not_equal(lines, ""), pc.invert(pc.starts_with(lines, "#")))
+    cells = pc.split_pattern(lines.filter(keep), ",")
+    counts = pc.list_value_length(cells).to_numpy(zero_copy_only=False)
+    if len(counts) and counts.max() > len(columns):
+        return None
+    values = cells.flatten()
+    starts = cells.offsets.to_numpy(zero_copy_only=False)[:-1]
+    found = {}
+    for position, name in enumerate(columns):
+        index = pa.array(starts + position, mask=counts <= position)
+        column = pc.utf8_trim_whitespace(values.take(index))
+        found[name] = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
+    return np.flatnonzero(keep.to_numpy(zero_copy_only=False)), found
+
+
+def empty_as_null(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A column with its empty strings null ("not given", as in the other formats)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return column
+    return pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
 
 
 # ---- checking columns -------------------------------------------------------------------------

@@ -7,6 +7,8 @@ Per period (``P`` is its tag, e.g. ``d2024-01-31``) and bucket (``B`` is its cod
                           of it; for an aggregate, the union of its sources
     {prefix}:{P}:chg      hash: the id-change records (below)              expires at D
     {prefix}:{P}:counts   hash: collapsed counts                           kept for good
+    {prefix}:{P}:scratch  HyperLogLog: a batch's ids for a moment          deleted by the
+                          (track_many.lua merges it into several sketches) script using it
 
 ``{P}`` is a Redis Cluster hash tag: all keys of one period live in one slot, so the scripts
 and multi-key commands of one period work on a cluster. Every raw key (all but ``counts``)
@@ -165,6 +167,9 @@ class KeySchema:
 
     def counts(self, period: Period) -> str:
         return self._period_key(period, "counts")
+
+    def scratch(self, period: Period) -> str:
+        return self._period_key(period, "scratch")
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this tracker."""

@@ -538,7 +538,7 @@ class BatchGroups:
                 found = runs[id(run)] = (len(runs) + 1, run)
             return found[0]
 
-        keys: list[str] = []
+        keys = [schema.scratch(periods[0])]
         sections: list[Any] = []
         for period in periods:
             known = self._known[period] = seen.get(period)

@@ -240,6 +240,23 @@ class LogReader:
         self._unknown_columns: tuple[tuple[int, str], ...] = ()  # (position, name)
         self.unknown_keys: Counter[str] = Counter()
 
+    @property
+    def settled(self) -> bool:
+        """Whether the format, and for CSV the header row, are known."""
+        return self.format == JSONL or (self.format == CSV and self._header_checked)
+
+    @property
+    def csv_columns(self) -> tuple[tuple[str, ...], tuple[tuple[int, str], ...]] | None:
+        """Once the file is known to be CSV and its header row (if any) was read: the names
+        of the columns of the rows to come (the header's, or :data:`COLUMNS` by position)
+        and the (position, name) of those no field reads; else (and for a mapped layout
+        without a header row, whose rows are refused) None."""
+        if self.format != CSV or not self._header_checked:
+            return None
+        if self._columns is not None:
+            return self._columns, self._unknown_columns
+        return None if self.layout.mapped else (COLUMNS, ())
+
     def read(self, numbered_lines: Iterable[tuple[int, str]]) -> Iterator[Event | BadLine]:
         for number, line in numbered_lines:
             result = self.read_line(number, line)

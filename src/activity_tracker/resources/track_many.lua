@@ -6,7 +6,8 @@
 -- take it: their number, then per run its length n and its n ids, one argument each (so that
 -- they reach PFADD without being split or copied here). Then one section per period, KEYS
 -- and ARGV holding the sections one after the other.
--- KEYS of a section: reg, chg, then the sketch of each bucket of the batch.
+-- KEYS: a scratch key (see below), then per section: reg, chg, then the sketch of each bucket
+-- of the batch.
 -- ARGV of a section: the proposed deadline D, the number of buckets, then per bucket in KEYS
 --   order: its code, its flags (1: ids were added to it, 2: ids were moved out of it), the
 --   number of id runs going into its sketch and their numbers, and its "checks": the 8-byte
@@ -22,6 +23,11 @@
 -- when a bucket written to is an aggregate in that section's period, {2, section} when the
 -- client's "known" is out of date, else {0, then each section's "@moved" after the batch}.
 --
+-- A long run going into several sketches (a day's ids: into the daily sketch, and the weekly,
+-- monthly... ones) is added once, to the scratch key, which is then merged into each of them
+-- (a sketch's registers are those of its set, so this is what adding the ids to each gives)
+-- and deleted; unless the scratch key exists: then each sketch gets the ids.
+--
 -- Records are only read where they can matter: the checks only when the period has id
 -- changes ("@moved"), in one HGET per shard touched, or in one HGETALL when the period has
 -- fewer ids with records than the batch has checks. In the common case (registered buckets,
@@ -31,8 +37,16 @@ local runs = {}
 local pos = 2
 for r = 1, tonumber(ARGV[1]) do
   local n = tonumber(ARGV[pos])
-  runs[r] = {pos + 1, pos + n}
+  runs[r] = {pos + 1, pos + n, targets = {}}
   pos = pos + 1 + n
+end
+-- Shorter runs go into each sketch: a merge costs about as much as adding this many ids.
+local MERGED_FROM = 512
+
+local function add_run(key, run)
+  for from = run[1], run[2], SLICE do
+    redis.call('PFADD', key, unpack(ARGV, from, math.min(from + SLICE - 1, run[2])))
+  end
 end
 
 -- Read one section and decide its writes (pass 1: nothing is written).
@@ -46,7 +60,9 @@ local function plan_section(first_key)
     local k = tonumber(ARGV[pos + 2])
     g.runs = {}
     for i = 1, k do
-      g.runs[i] = runs[tonumber(ARGV[pos + 2 + i])]
+      local run = runs[tonumber(ARGV[pos + 2 + i])]
+      g.runs[i] = run
+      run.targets[#run.targets + 1] = g.hll
     end
     g.checks = ARGV[pos + 3 + k]
     pos = pos + 4 + k
@@ -262,8 +278,8 @@ end
 local function write_section(s)
   for _, g in ipairs(s.buckets) do
     for _, run in ipairs(g.runs) do
-      for from = run[1], run[2], SLICE do
-        redis.call('PFADD', g.hll, unpack(ARGV, from, math.min(from + SLICE - 1, run[2])))
+      if not run.merged then
+        add_run(g.hll, run)
       end
     end
   end
@@ -273,7 +289,7 @@ local function write_section(s)
 end
 
 local sections = {}
-local k = 1
+local k = 2
 while k <= #KEYS do
   local s = plan_section(k)
   if s.refused then
@@ -287,6 +303,20 @@ while k <= #KEYS do
   end
   sections[#sections + 1] = s
   k = s.last_key + 1
+end
+local scratch = KEYS[1]
+if redis.call('EXISTS', scratch) == 0 then
+  for _, run in ipairs(runs) do
+    if #run.targets > 1 and run[2] - run[1] + 1 >= MERGED_FROM then
+      add_run(scratch, run)
+      redis.call('EXPIREAT', scratch, sections[1].deadline)
+      for _, key in ipairs(run.targets) do
+        redis.call('PFMERGE', key, scratch)
+      end
+      redis.call('DEL', scratch)
+      run.merged = true
+    end
+  end
 end
 local reply = {0}
 for _, s in ipairs(sections) do
