@@ -424,6 +424,10 @@ def _buckets(value: object, name: str, length: int) -> pa.DictionaryArray:
         checked = arguments.bucket_name(value, name)
         indices = pa.array(np.zeros(length, np.int32))
         return pa.DictionaryArray.from_arrays(indices, pa.array([checked], pa.string()))
+    if not isinstance(value, pa.Array | pa.ChunkedArray | Sequence | np.ndarray):
+        raise TypeError(
+            f"{name} must be a bucket name, None or an array of them, not {type(value).__name__}"
+        )
     array = _array(value, name)
     if len(array) != length:
         raise ValueError(f"{name} has {len(array)} values where ids or old_ids have {length}")
