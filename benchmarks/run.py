@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import _common
 import accuracy
+import ingest
 import memory
 import throughput
 
@@ -29,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         passed.append("--quick")
     headline: list[list[str]] = []
     with _common.redis_url(args.url) as url:
-        for module in (throughput, memory, accuracy):
+        for module in (throughput, ingest, memory, accuracy):
             headline += module.main([*passed, "--url", url], command=command)
         env = _common.table(["", ""], _common.environment(url))
     elapsed = time.monotonic() - started
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = (
         f"# Benchmark results\n\nCommand: `{command}` ({elapsed:.0f} s)\n\n{env}\n\n"
         f"## Targets\n\n{targets}\n\n## Other figures\n\n{others}\n\n"
-        "Details: [throughput](throughput.md), [memory](memory.md), "
+        "Details: [throughput](throughput.md), [ingest](ingest.md), [memory](memory.md), "
         "[accuracy](accuracy.md).\n"
     )
     (args.out / "README.md").write_text(text, encoding="utf-8")

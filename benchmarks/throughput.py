@@ -88,11 +88,6 @@ GOALS = (
     Goal("track() vs (a) original library, its 2 periods", "d", "a", 2.0),
     Goal("track_many() vs (c) hand-written batch", "e", "c", 1.0),
 )
-# Issue 12 point 4 (columnar ingest) is not built yet: its rows stay, marked, until it is.
-INGEST_GOALS = (
-    ("`activity-tracker ingest` of the events as CSV vs track_many()", ">= 0.8x"),
-    ("`activity-tracker ingest` of a 2,000,000-event Parquet file", ">= 1,000,000 events/s"),
-)
 BUFFERED_TARGET_US = 2.0
 
 
@@ -470,9 +465,8 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> list[
             f"`BufferedTracker.track()` costs its caller {buffered_us:.2f} µs per call (median of "
             f"{reps}: {', '.join(f'{c:.2f}' for c in buffered)}; {len(buffered_events):,} events, "
             f"sending from its thread meanwhile); target <= {BUFFERED_TARGET_US} µs.\n\n"
-            "Not measured yet (issue 12 point 4, columnar ingest): "
-            + "; ".join(f"{what} ({target})" for what, target in INGEST_GOALS)
-            + f".\n\n{ops}\n"
+            "Ingest (issue 12 point 4): [ingest.md](ingest.md).\n\n"
+            f"{ops}\n"
         )
         png = args.out / "throughput.png"
         args.out.mkdir(parents=True, exist_ok=True)
@@ -497,7 +491,6 @@ def main(argv: Sequence[str] | None = None, command: str | None = None) -> list[
         ]
         for goal, ratio in zip(GOALS, medians, strict=True)
     ]
-    rows += [[what, "not measured yet", target, "NO"] for what, target in INGEST_GOALS]
     rows.append(
         [
             "BufferedTracker.track() cost to its caller",
