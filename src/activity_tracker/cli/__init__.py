@@ -246,12 +246,15 @@ def ingest(
     batch_size: int,
     layout: Layout,
 ) -> None:
-    """Record the events of log FILEs (CSV or JSON lines; - is stdin; gzip is detected).
+    """Record the events of log FILEs (CSV, JSON lines or Parquet; - is stdin; gzip is
+    detected).
 
     \b
     CSV columns, by position or named in a header row:
       timestamp,id[,bucket][,old_id,old_bucket]
     JSON lines: {"timestamp": ..., "id": ..., "bucket": ..., "old_id": ..., "old_bucket": ...}
+    Parquet: columns of those names (the arrow extra: pip install 'activity-tracker[arrow]',
+    which also reads large CSV files in blocks of columns, several times faster).
 
     A timestamp is ISO-8601 (2024-04-01, 2024-04-01T09:30:00+02:00, ...Z) or Unix epoch
     seconds (milliseconds above 10^11). Times with an offset and epoch times count on their
