@@ -3,6 +3,7 @@ Redis that hangs every caller whose client has no read timeout."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable
@@ -83,7 +84,12 @@ class SilentServer:
             return self._changed.wait_for(lambda: self.received >= count, timeout)
 
     def close(self) -> None:
+        """Stop listening and hang up: clients then see refused connections and EOF."""
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept(); close() alone does not
         self._listener.close()
         with self._changed:
             for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the reader; the client sees EOF
                 sock.close()
