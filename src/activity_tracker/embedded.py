@@ -69,6 +69,7 @@ __all__ = [
     "path_from_url",
     "redis_server_binary",
     "release",
+    "store_exists",
     "url_for_path",
 ]
 
@@ -314,6 +315,13 @@ def _start(path: str | os.PathLike[str]) -> _Store:
     except OSError as exc:
         raise EmbeddedRedisError(f"cannot open the embedded store {store.path}: {exc}") from exc
     return store
+
+
+def store_exists(path: str | os.PathLike[str]) -> bool:
+    """Whether there is a store at ``path``: its data file, or a server running for it (which
+    writes the file later). Starts nothing and creates nothing."""
+    store = _Store(Path(path).expanduser().resolve())
+    return store.path.is_file() or store.alive()
 
 
 def embedded_client(path: str | os.PathLike[str], **options: object) -> redis.Redis:
