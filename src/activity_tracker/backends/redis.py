@@ -83,12 +83,16 @@ class _RedisOptions:
             return self._new_client(module)
 
     def _new_client(self, module: Any) -> Any:
+        cluster = self.url is not None and self.url.startswith(CLUSTER_SCHEME)
         options = timeouts_module.connection_options(
-            self.socket_connect_timeout, self.socket_timeout, asyncio=module is redis.asyncio
+            self.socket_connect_timeout,
+            self.socket_timeout,
+            asyncio=module is redis.asyncio,
+            cluster=cluster,
         )
         if self.url is None:
             return module.Redis(host=self.host, port=self.port, db=self.db, **options)
-        if self.url.startswith(CLUSTER_SCHEME):
+        if cluster:
             url = "redis://" + self.url[len(CLUSTER_SCHEME) :]
             return module.cluster.RedisCluster.from_url(url, **options)
         url = self.url
