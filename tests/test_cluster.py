@@ -95,6 +95,20 @@ def test_the_async_tracker_works_on_a_cluster(cluster_url, prefix):
     assert asyncio.run(scenario()) == [(DAY, {None: 0, "all": 1, "x": 1})]
 
 
+def test_check_reports_every_primary_of_a_cluster(cluster_url):
+    from click.testing import CliRunner
+
+    from activity_tracker.cli import cli
+
+    result = CliRunner().invoke(cli, ["--url", cluster_url, "check"])
+    assert "Traceback" not in result.output
+    headers = [line for line in result.stdout.splitlines() if not line.startswith(" ")]
+    assert len(headers) == len(SLOT_RANGES)
+    assert all(", node 127.0.0.1:" in header for header in headers)
+    assert result.exit_code == 1  # the test nodes keep nothing on disk
+    assert "no persistence" in result.stdout
+
+
 def test_an_unreachable_cluster_raises_the_documented_error():
     with pytest.raises(BackendConnectionError, match="Cluster"):
         ActivityTracker(url="redis+cluster://127.0.0.1:1")

@@ -595,13 +595,16 @@ def report(
         _stderr().print(f"wrote {plot}", markup=False)
 
 
-def _install_demo() -> None:
+def _install_commands() -> None:
+    """The commands with modules of their own (they import this one)."""
+    from .check import check
     from .demo import demo
 
+    cli.add_command(check)
     cli.add_command(demo)
 
 
-_install_demo()
+_install_commands()
 
 
 def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
