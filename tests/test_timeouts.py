@@ -194,13 +194,27 @@ def sleepy_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop_redis_server(process)
 
 
+def _wait_until_asleep(url: str, asleep: threading.Thread) -> None:
+    """Return once the server no longer answers a PING (its DEBUG SLEEP has begun)."""
+    while True:
+        assert asleep.is_alive(), "DEBUG SLEEP ended, or failed, before it was seen"
+        probe = redis.Redis.from_url(url, socket_timeout=0.2, retry=None)
+        try:
+            probe.ping()
+        except redis.TimeoutError:
+            return
+        finally:
+            probe.close()
+
+
 def test_a_redis_that_stops_answering_gives_up_without_sending_twice(sleepy_redis):
     admin = redis.Redis.from_url(sleepy_redis)
     tracker = ActivityTracker(url=sleepy_redis, prefix="sleepy", socket_timeout=FAST)
     tracker.track(id=0, date=DAY)  # connected, scripts loaded
     admin.config_resetstat()
-    asleep = threading.Thread(target=lambda: admin.execute_command("DEBUG", "SLEEP", 3))
+    asleep = threading.Thread(target=lambda: admin.execute_command("DEBUG", "SLEEP", 5))
     asleep.start()
+    _wait_until_asleep(sleepy_redis, asleep)
     try:
         _raises_connection_error(lambda: tracker.track(id=1, date=DAY))
         _raises_connection_error(lambda: tracker.lookup_daily(start=DAY, end=NEXT_DAY))

@@ -328,7 +328,7 @@ def embedded_client(path: str | os.PathLike[str], **options: object) -> redis.Re
     """A ``redis.Redis`` on the embedded server keeping its data in ``path``, started if needed.
 
     ``options`` go to ``redis.Redis`` (``decode_responses=True``, ``socket_timeout=``...);
-    without them, the client has the library's timeouts and no retries
+    without them, the client has the library's timeouts and retry policy
     (:mod:`activity_tracker.timeouts`). The server stops at the exit of the last process
     using it, saving the data to ``path``.
     """
