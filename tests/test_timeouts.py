@@ -82,15 +82,18 @@ def unconnectable_port() -> Iterator[int]:
     listener = socket.create_server(("127.0.0.1", 0), backlog=0)
     port = listener.getsockname()[1]
     queued = []
+    refused_in_a_row = 0
     try:
-        while True:
+        while refused_in_a_row < 2:  # twice: one slow connect is not a full queue
             probe = socket.socket()
             probe.settimeout(0.5)
             try:
                 probe.connect(("127.0.0.1", port))
             except OSError:
                 probe.close()
-                break  # the queue is full
+                refused_in_a_row += 1
+                continue
+            refused_in_a_row = 0
             queued.append(probe)
         yield port
     finally:
@@ -103,7 +106,7 @@ def test_a_redis_that_cannot_be_connected_to_gives_up_after_the_connect_timeout(
     unconnectable_port,
 ):
     url = f"redis://127.0.0.1:{unconnectable_port}/0"
-    tracker = ActivityTracker(url=url, socket_connect_timeout=FAST, socket_timeout=None)
+    tracker = ActivityTracker(url=url, socket_connect_timeout=FAST, socket_timeout=FAST)
     error = _raises_connection_error(lambda: tracker.track(id=1, date=DAY))
     assert isinstance(error.__cause__, redis.TimeoutError)
     assert "connecting" in str(error)
@@ -208,7 +211,7 @@ def _wait_until_asleep(url: str, asleep: threading.Thread) -> None:
 
 
 def test_a_redis_that_stops_answering_gives_up_without_sending_twice(sleepy_redis):
-    admin = redis.Redis.from_url(sleepy_redis)
+    admin = redis.Redis.from_url(sleepy_redis, socket_timeout=60)  # outlasts the sleep
     tracker = ActivityTracker(url=sleepy_redis, prefix="sleepy", socket_timeout=FAST)
     tracker.track(id=0, date=DAY)  # connected, scripts loaded
     admin.config_resetstat()
@@ -220,12 +223,13 @@ def test_a_redis_that_stops_answering_gives_up_without_sending_twice(sleepy_redi
         _raises_connection_error(lambda: tracker.lookup_daily(start=DAY, end=NEXT_DAY))
     finally:
         asleep.join()
-    # Once awake, Redis runs what the tracker sent before giving up: once each, never again.
-    calls = admin.info("commandstats")
-    assert calls["cmdstat_evalsha"]["calls"] == 1
+    # Once awake, Redis may still run what the tracker sent before giving up (unless it sees
+    # the closed connection first): at most once, never again.
+    ran = admin.info("commandstats").get("cmdstat_evalsha", {"calls": 0})["calls"]
+    assert ran <= 1
     tracker.track(id=2, date=DAY)  # and the tracker works again
     tracker.collapse(date=NEXT_DAY)
-    assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {None: 3})]
+    assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {None: 2 + ran})]
     admin.delete(*admin.keys("sleepy:*"))
     admin.close()
 
