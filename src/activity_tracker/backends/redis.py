@@ -99,15 +99,31 @@ def _unpipelinable(requests: list[redis_plan.Request], cluster: bool) -> bool:
     return cluster and any(isinstance(r, redis_plan.ScriptCall) for r in requests)
 
 
-# The SHA1 by which EVALSHA names each script of redis_plan.SCRIPTS.
-_SHAS = {
-    name: hashlib.sha1(source.encode("utf-8")).hexdigest()
-    for name, source in redis_plan.SCRIPTS.items()
-}
+# Scripts by name: (source, the SHA1 by which EVALSHA names it).
+_Scripts = Mapping[str, tuple[str, str]]
 
 
-def _evalsha_args(call: redis_plan.ScriptCall) -> tuple[Any, ...]:
-    return ("EVALSHA", _SHAS[call.script], len(call.keys), *_encoded(call.keys), *call.args)
+def _with_shas(scripts: Mapping[str, str]) -> _Scripts:
+    return {
+        name: (source, hashlib.sha1(source.encode("utf-8")).hexdigest())
+        for name, source in scripts.items()
+    }
+
+
+_SCRIPTS = _with_shas(redis_plan.SCRIPTS)
+_FAKEREDIS_SCRIPTS = _with_shas(redis_plan.FAKEREDIS_SCRIPTS)
+
+
+def _scripts_for(client: object) -> _Scripts:
+    """The scripts for ``client``: a fakeredis client (a test double, which keeps a
+    HyperLogLog as a set) gets the variant whose sketch probe takes a set."""
+    fake = type(client).__module__.partition(".")[0] == "fakeredis"
+    return _FAKEREDIS_SCRIPTS if fake else _SCRIPTS
+
+
+def _evalsha_args(call: redis_plan.ScriptCall, scripts: _Scripts) -> tuple[Any, ...]:
+    sha = scripts[call.script][1]
+    return ("EVALSHA", sha, len(call.keys), *_encoded(call.keys), *call.args)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -117,10 +133,10 @@ def _encoded(keys: tuple[str, ...]) -> tuple[bytes, ...]:
     return tuple(key.encode("utf-8") for key in keys)
 
 
-def _command_args(request: redis_plan.Request) -> tuple[Any, ...]:
+def _command_args(request: redis_plan.Request, scripts: _Scripts) -> tuple[Any, ...]:
     if isinstance(request, redis_plan.Command):
         return request.args
-    return _evalsha_args(request)
+    return _evalsha_args(request, scripts)
 
 
 def _unknown_script(reply: object) -> bool:
@@ -213,6 +229,7 @@ class RedisBackend(Backend):
         self._owns_client = client is None
         self.client = options.connect(client, redis, (redis.Redis, redis.cluster.RedisCluster))
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
+        self._scripts = _scripts_for(self.client)
 
     def track(self, activity: Activity) -> None:
         now = time.time()
@@ -269,7 +286,8 @@ class RedisBackend(Backend):
             return [self._send_tolerated(request) for request in requests]
         with self.client.pipeline(transaction=False) as pipe:
             for request in requests:
-                pipe.execute_command(*_command_args(request), **_reply_options(request))
+                args = _command_args(request, self._scripts)
+                pipe.execute_command(*args, **_reply_options(request))
             replies = list(pipe.execute(raise_on_error=False))
         for index, reply in enumerate(replies):
             if _unknown_script(reply):
@@ -287,10 +305,10 @@ class RedisBackend(Backend):
             return self.client.execute_command(*request.args)
         options = _reply_options(request)
         try:
-            return self.client.execute_command(*_evalsha_args(request), **options)
+            return self.client.execute_command(*_evalsha_args(request, self._scripts), **options)
         except redis.exceptions.NoScriptError:
-            self.client.script_load(redis_plan.SCRIPTS[request.script])
-            return self.client.execute_command(*_evalsha_args(request), **options)
+            self.client.script_load(self._scripts[request.script][0])
+            return self.client.execute_command(*_evalsha_args(request, self._scripts), **options)
 
 
 class AsyncRedisBackend(AsyncBackend):
@@ -315,6 +333,7 @@ class AsyncRedisBackend(AsyncBackend):
             client, redis.asyncio, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
         )
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
+        self._scripts = _scripts_for(self.client)
 
     async def track(self, activity: Activity) -> None:
         operation = redis_plan.track(
@@ -355,7 +374,8 @@ class AsyncRedisBackend(AsyncBackend):
             return [await self._send_tolerated(request) for request in requests]
         async with self.client.pipeline(transaction=False) as pipe:
             for request in requests:
-                pipe.execute_command(*_command_args(request), **_reply_options(request))
+                args = _command_args(request, self._scripts)
+                pipe.execute_command(*args, **_reply_options(request))
             replies = list(await pipe.execute(raise_on_error=False))
         for index, reply in enumerate(replies):
             if _unknown_script(reply):
@@ -373,7 +393,11 @@ class AsyncRedisBackend(AsyncBackend):
             return await self.client.execute_command(*request.args)
         options = _reply_options(request)
         try:
-            return await self.client.execute_command(*_evalsha_args(request), **options)
+            return await self.client.execute_command(
+                *_evalsha_args(request, self._scripts), **options
+            )
         except redis.exceptions.NoScriptError:
-            await self.client.script_load(redis_plan.SCRIPTS[request.script])
-            return await self.client.execute_command(*_evalsha_args(request), **options)
+            await self.client.script_load(self._scripts[request.script][0])
+            return await self.client.execute_command(
+                *_evalsha_args(request, self._scripts), **options
+            )
