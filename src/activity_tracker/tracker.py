@@ -60,6 +60,8 @@ def _load_backend(
     try:
         backend_class = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
+        if path != backend:  # a built-in backend: its ImportError names the extra it needs
+            raise
         raise ValueError(f"backend: cannot import {path!r}: {exc}") from exc
     instance = backend_class(**options)
     if not isinstance(instance, kind):
