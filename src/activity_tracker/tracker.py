@@ -145,9 +145,9 @@ class ActivityTracker(_Tracker):
     memory.
 
     ``periods``: the PERIOD_* constants tracked and collapsed by default (``[PERIOD_DAILY]``).
-    ``backend``: ``"redis"`` (default), ``"memory"``, a dotted class path, or a
-    :class:`~activity_tracker.backends.base.Backend` instance. ``timezone``: an IANA name or a
-    tzinfo deciding which day "today" and aware datetimes fall on (default: local time).
+    ``backend``: ``"redis"`` (default), ``"memory"`` (the ``memory`` extra), a dotted class
+    path, or a :class:`~activity_tracker.backends.base.Backend` instance. ``timezone``: an IANA
+    name or a tzinfo deciding which day "today" and aware datetimes fall on (default: local time).
     ``retention``: how long a period's raw data (sketches, id-change records) lives after the
     later of the period's end and its first write, for collapses and later aggregates (a
     timedelta or seconds, default 35 days; every raw key expires, so ``None`` is refused).
