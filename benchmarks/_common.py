@@ -136,9 +136,19 @@ def report(
     return text
 
 
+# uuid.UUID(int=n, version=4) clears and sets these bits of n; done here on the int, twice
+# as fast as building UUID objects, with the same strings.
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (0x4000 << 64)
+
+
 def uuid_ids(rng: random.Random, count: int) -> list[str]:
-    """``count`` distinct uuid4-like ids (``str(uuid.UUID)``), from ``rng``."""
-    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(count)]
+    """``count`` uuid4-like ids (``str(uuid.UUID(int=rng.getrandbits(128), version=4))``)."""
+    ids = []
+    for _ in range(count):
+        h = f"{(rng.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET:032x}"
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return ids
 
 
 def workload(
@@ -163,7 +173,7 @@ def workload(
         day = dates[n * days // events]
         draw = rng.random()
         if draw < logins:
-            session = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            [session] = uuid_ids(rng, 1)
             sessions.append((session, day))
             log.append((session, "anon", None, None, day))
         elif draw < 2 * logins and sessions:

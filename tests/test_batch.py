@@ -24,7 +24,7 @@ from activity_tracker import (
 )
 from activity_tracker.arguments import Activity
 from activity_tracker.backends import redis_plan
-from activity_tracker.keys import KeySchema, encode_bucket
+from activity_tracker.keys import KeySchema, encode_bucket, id_hash
 from activity_tracker.periods import Period
 from test_redis_backend import CountingConnection, round_trips
 
@@ -116,25 +116,38 @@ def test_the_default_backend_batch_is_track_in_order():
 def test_a_user_seen_fifty_times_costs_one_element():
     schema = KeySchema("p")
     day = Period("daily", DAY)
-    events = [Activity((day,), "heavy", "web", None, None)] * 50
-    events.append(Activity((day,), "light", "web", None, None))
-    [call] = next(redis_plan.track_many(schema, events))
-    # No moves; bucket "web", registered; 2 ids to check, joined in one argument; none out
-    # or back: each id once.
-    buckets, moved, code, registered, left, check, joined, out, back = call.args
-    assert (buckets, moved, code, registered, left) == ("1", "0", "b:web", "1", "0")
-    assert (check, out, back) == ("-2", "0", "0")
+    end = 1_704_931_200.0
+    events = [Activity((day,), (end,), "heavy", "web", None, None)] * 50
+    events.append(Activity((day,), (end,), "light", "web", None, None))
+    [call] = next(redis_plan.track_many(schema, events, retention=100, now=end - 10))
+    # The deadline, one bucket "web" (ids added to it), its 2 ids joined in one argument,
+    # their hashes concatenated (checked only if the day has id changes), no moved ids.
+    deadline, buckets, code, flags, count, joined, checks, moved = call.args
+    assert (deadline, buckets, code, flags, count, moved) == (end + 100, 1, "b:web", 1, "-2", 0)
     assert sorted(joined.split("\n")) == ["heavy", "light"]
-    assert call.keys == (
-        schema.moved(day),
-        schema.buckets(day),
-        schema.left(day),
-        schema.counts(day),
-        *schema.bucket_keys(day, "b:web"),
-    )
+    assert sorted([checks[:8], checks[8:]]) == sorted([id_hash("heavy"), id_hash("light")])
+    assert call.keys == (schema.reg(day), schema.chg(day), schema.hll(day, "b:web"))
     # An id holding a newline makes its list go one id per argument.
-    [call] = next(redis_plan.track_many(schema, [Activity((day,), "a\nb", None, None, None)]))
-    assert call.args == ("1", "0", "default", "1", "0", "1", "a\nb", "0", "0")
+    activity = Activity((day,), (end,), "a\nb", None, None, None)
+    [call] = next(redis_plan.track_many(schema, [activity], retention=100, now=end - 10))
+    assert call.args[2:7] == ("default", 1, "1", "a\nb", id_hash("a\nb"))
+
+
+def test_ids_moved_in_a_batch_send_their_last_operation_per_bucket():
+    schema = KeySchema("p")
+    day = Period("daily", DAY)
+    events = [
+        Activity((day,), (0.0,), "s1", "anon", None, None),  # added before its move: checked
+        Activity((day,), (0.0,), "u1", "auth", "s1", "anon"),
+        Activity((day,), (0.0,), "s1", "auth", None, None),  # after its move: BACK in auth
+    ]
+    [call] = next(redis_plan.track_many(schema, events, retention=100, now=0.0))
+    anon, auth = call.args[2:7], call.args[7:12]
+    assert anon == ("b:anon", 3, "-1", "s1", b"")  # added and moved out of; s1 moved: no check
+    assert auth[:2] == ("b:auth", 1)
+    assert auth[4] == id_hash("u1")  # u1 is never moved in the batch: checked
+    # s1: added to anon (bucket 0) before its first move, then OUT of anon, BACK in auth (1).
+    assert call.args[12:] == (1, id_hash("s1") + bytes([0, 0, 0, 0, 0, 1, 0, 0, 6]))
 
 
 @pytest.fixture
@@ -301,23 +314,41 @@ def test_keys_of_someone_else_are_never_overwritten_by_track_or_batches(
         with pytest.raises(WrongKeyTypeError):
             call()
         assert redis_client.get(mine) == b"overwritten"
-    # Someone else's set where a batch would write its moved set: nothing written next to it.
+    # Someone else's list where a batch would write its change records: nothing written.
     redis_client.delete(mine)
-    moved = schema.moved(day)
-    redis_client.rpush(moved, "x")
-    with pytest.raises(WrongKeyTypeError, match="moved"):
+    changes = schema.chg(day)
+    redis_client.rpush(changes, "x")
+    with pytest.raises(WrongKeyTypeError, match="chg"):
         tracker.track_many([{"id": 3, "old_id": 1, "old_bucket": "mine", "date": DAY}])
-    assert redis_client.lrange(moved, 0, -1) == [b"x"]
+    assert redis_client.lrange(changes, 0, -1) == [b"x"]
     # One script call for all periods: the weekly one was not written either.
-    assert redis_client.smembers(schema.moved(Period.containing("weekly", DAY))) == set()
+    assert redis_client.exists(schema.chg(Period.containing("weekly", DAY))) == 0
 
 
 def test_the_fast_activity_of_a_plain_add_is_an_activity_like_any_other():
     from activity_tracker.batch import _plain_add
 
     periods = (Period("daily", DAY),)
-    made = _plain_add(periods, "x", "web")
-    assert made == Activity(periods, "x", "web", None, None)
-    assert hash(made) == hash(Activity(periods, "x", "web", None, None))
+    made = _plain_add((periods, (1.0,)), "x", "web")
+    assert made == Activity(periods, (1.0,), "x", "web", None, None)
+    assert hash(made) == hash(Activity(periods, (1.0,), "x", "web", None, None))
     with pytest.raises(AttributeError):
         made.id = "y"  # still frozen
+
+
+@pytest.mark.parametrize(("changes", "batch"), [(3, 60), (60, 3)])
+def test_a_batch_finds_the_records_of_ids_moved_before_it(make_tracker, changes, batch):
+    # With fewer ids with records than ids to check, track_many.lua reads the day's records
+    # at once; with more, only the shards of the ids it checks: both must see every record.
+    one, many = make_tracker(), make_tracker()
+    for tracker in (one, many):
+        for n in range(changes):
+            tracker.track(id=f"s{n}", bucket="anon", date=DAY)
+            tracker.track(id=f"u{n}", bucket="auth", old_id=f"s{n}", old_bucket="anon", date=DAY)
+    events = [(f"s{n}", "anon", None, None, DAY) for n in range(0, changes, 2)]
+    events += [(f"new{n}", "anon", None, None, DAY) for n in range(batch)]
+    for event in events:
+        one.track(*event)
+    many.track_many(events)
+    assert counts_on(many) == counts_on(one)
+    assert counts_on(many)["anon"] == len(range(0, changes, 2)) + batch

@@ -2,11 +2,11 @@
 sequences sent through ``batch()`` / ``track_many()`` must leave Redis exactly as calling
 ``track()`` on each event in order does, whatever the batch boundaries.
 
-Exactly means more than equal counts: the correction side-sets (``moved``, and each bucket's
-``out`` and ``back``) and the bucket registry must hold the same ids, and every HyperLogLog
-the same count (at these sizes a p=14 HyperLogLog counts exactly). Counts after a collapse,
-aggregates included, must then be equal too, and equal to the exact-set model of
-``test_model.py``.
+Exactly means more than equal counts: the change records (each id's record per bucket),
+each bucket's exact OUT count and tracked bit, the number of ids with records, and every
+HyperLogLog's count (at these sizes a p=14 HyperLogLog counts exactly) must be the same.
+Counts after a collapse, aggregates included, must then be equal too, and equal to the
+exact-set model of ``test_model.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from activity_tracker import ActivityTracker
+from activity_tracker.keys import decode_records
 from activity_tracker.periods import DAILY, WEEKLY, Period
 from test_model import AFTER, BUCKETS, DAYS, MONDAY, Model, PeriodModel
 
@@ -112,17 +113,43 @@ def batched(tracker: ActivityTracker, ops: list[tuple], max_events: int, form: i
 
 
 def state(client: redis.Redis, prefix: str) -> dict[bytes, object]:
-    """Everything the tracker stored under ``prefix``: set members, HLL counts, hashes."""
+    """Everything the tracker stored under ``prefix``, with the labels it may choose freely
+    (bucket indices, the order of records, the deadline's second) replaced by what they
+    mean: per period, each bucket's tracked bit and OUT count, the ids with records, each
+    id hash's record per bucket code; every sketch's count; the counts hashes."""
     found: dict[bytes, object] = {}
     for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        kind = client.type(key)
-        if kind == b"set":
-            found[key[len(prefix) :]] = client.smembers(key)
-        elif kind == b"string":
-            found[key[len(prefix) :]] = client.pfcount(key)
+        name = key[len(prefix) :]
+        if key.endswith(b":reg"):
+            fields = client.hgetall(key)
+            codes = {
+                int(value) // 2: code
+                for code, value in fields.items()
+                if not code.startswith(b"@") and int(value) // 2
+            }
+            buckets = {
+                code: (int(value) % 2, int(fields.get(b"@out:%d" % (int(value) // 2), 0)))
+                for code, value in fields.items()
+                if not code.startswith(b"@")
+            }
+            found[name] = (buckets, fields.get(b"@moved"), codes)
+        elif key.endswith(b":chg"):
+            found[name] = None  # decoded with its registry below
+        elif key.endswith(b":counts"):
+            found[name] = client.hgetall(key)
         else:
-            found[key[len(prefix) :]] = client.hgetall(key)
-    return found
+            found[name] = client.pfcount(key)
+    for name in [n for n in found if n.endswith(b":chg")]:
+        codes = found[name[: -len(b"chg")] + b"reg"][2]  # type: ignore[index]
+        records: dict[bytes, dict[bytes, int]] = {}
+        for blob in client.hvals(prefix.encode() + name):
+            for hash, index, flag in decode_records(blob):
+                records.setdefault(hash, {})[codes[index]] = flag
+        found[name] = records
+    return {
+        name: value[:2] if name.endswith(b":reg") else value  # type: ignore[index]
+        for name, value in found.items()
+    }
 
 
 @settings(

@@ -7,7 +7,13 @@ import uuid
 
 import pytest
 
-from activity_tracker import ActivityTracker
+from activity_tracker import (
+    ActivityTracker,
+    AggregateBucketError,
+    CollapseValueError,
+    Estimate,
+)
+from activity_tracker.corrections import RELATIVE_STANDARD_ERROR
 
 D = datetime.date
 DAY = D(2024, 1, 10)  # a Wednesday
@@ -302,3 +308,97 @@ def test_bad_constructor_arguments(make_tracker):
         ActivityTracker(periods=["fortnightly"])
     with pytest.raises(ValueError, match="timezone"):
         ActivityTracker(timezone="Nowhere/Special")
+
+
+def test_lookup_with_error_gives_the_error_of_the_sketch_each_count_came_from(make_tracker):
+    tracker = make_tracker()
+    for n in range(10):
+        tracker.track(id=f"s{n}", bucket="anon", date=DAY)
+    for n in range(6):  # six sessions log in: anon's sketch still holds all ten
+        tracker.track(id=f"u{n}", bucket="auth", old_id=f"s{n}", old_bucket="anon", date=DAY)
+    tracker.collapse(date=NEXT_DAY, aggregate_buckets={"all": ["anon", "auth"]})
+    [(_, estimates)] = tracker.lookup_daily(
+        **ONE_DAY, buckets=["anon", "all", "x"], with_error=True
+    )
+    assert estimates == {
+        "anon": Estimate(4, 10 * RELATIVE_STANDARD_ERROR),
+        "all": Estimate(10, 16 * RELATIVE_STANDARD_ERROR),
+        "x": Estimate(0, 0.0),
+    }
+    assert tracker.lookup_daily(**ONE_DAY, with_error=False) == [
+        (DAY, {"all": 10, "anon": 4, "auth": 6})
+    ]
+    with pytest.raises(TypeError, match="with_error"):
+        tracker.lookup_daily(**ONE_DAY, with_error="yes")
+
+
+def test_tracking_into_or_moving_out_of_an_aggregate_is_refused_and_writes_nothing(make_tracker):
+    tracker = make_tracker(periods=["daily", "weekly"])
+    tracker.track(id=1, bucket="web", date=DAY)
+    tracker.track(id=2, bucket="app", date=DAY)
+    tracker.collapse_daily(date=NEXT_DAY, aggregate_buckets={"users": ["web", "app"]})
+    refused = [
+        (lambda: tracker.track(id=3, bucket="users", date=DAY), r"^bucket: 'users'"),
+        (
+            lambda: tracker.track(id=3, bucket="web", old_id=1, old_bucket="users", date=DAY),
+            r"^old_bucket: 'users'",
+        ),
+        (
+            lambda: tracker.track_many(
+                [(4, "web", None, None, DAY), (5, "users", None, None, DAY)]
+            ),
+            r"^bucket: 'users'",
+        ),
+    ]
+    for call, message in refused:
+        with pytest.raises(AggregateBucketError, match=message) as caught:
+            call()
+        assert isinstance(caught.value, ValueError)
+        assert "daily period of 2024-01-10" in str(caught.value)
+    # Nothing was written, in either period: not even the batch's first event.
+    tracker.collapse(date=D(2024, 1, 15), max_periods=7)
+    assert counts_on(tracker) == {"app": 1, "users": 2, "web": 1}
+    [(_, week)] = tracker.lookup_weekly(start=D(2024, 1, 8), end=D(2024, 1, 15))
+    assert week == {"app": 1, "web": 1}
+    # On another day, "users" is a bucket like any other.
+    tracker.track(id=6, bucket="users", date=NEXT_DAY)
+
+
+def test_a_bad_aggregate_name_fails_only_its_own_periods(make_tracker):
+    tracker = make_tracker()
+    days = [DAY + datetime.timedelta(days=n) for n in range(4)]
+    for n, day in enumerate(days):
+        tracker.track(id=n, bucket="web", date=day)
+        tracker.track(id=n, bucket="app", date=day)
+    tracker.track(id="x", bucket="total", date=days[1])
+    tracker.track(old_id="y", old_bucket="total", date=days[3])  # a bucket ids left counts too
+    with pytest.raises(CollapseValueError) as caught:
+        tracker.collapse(
+            date=D(2024, 1, 14), max_periods=4, aggregate_buckets={"total": ["web", "app"]}
+        )
+    assert [period.start for period, _ in caught.value.failures] == [days[1], days[3]]
+    assert all(isinstance(error, AggregateBucketError) for _, error in caught.value.failures)
+    assert "'total' is a bucket used in the daily period of 2024-01-11" in str(caught.value)
+    rows = tracker.lookup_daily(start=days[0], end=D(2024, 1, 14), buckets=["total", "web"])
+    assert rows == [
+        (days[0], {"total": 1, "web": 1}),
+        (days[1], {"total": 0, "web": 0}),
+        (days[2], {"total": 1, "web": 1}),
+        (days[3], {"total": 0, "web": 0}),
+    ]
+
+
+def test_an_aggregate_may_be_redefined_but_not_through_itself(make_tracker):
+    tracker = make_tracker()
+    tracker.track(id=1, bucket="a", date=DAY)
+    tracker.track(id=2, bucket="b", date=DAY)
+    tracker.collapse(date=NEXT_DAY, aggregate_buckets={"x": ["a"], "y": ["x", "b"]})
+    assert counts_on(tracker, buckets=["x", "y"]) == {"x": 1, "y": 2}
+    tracker.collapse(date=NEXT_DAY, buckets=[], aggregate_buckets={"x": ["a", "b"]})
+    assert counts_on(tracker, buckets=["x", "y"]) == {"x": 2, "y": 2}
+    with pytest.raises(CollapseValueError, match="'x' would count itself"):
+        tracker.collapse(date=NEXT_DAY, buckets=[], aggregate_buckets={"x": ["y"]})
+    # A stored aggregate asked for as a bucket is measured again from its definition.
+    tracker.track(id=3, bucket="b", date=DAY)
+    tracker.collapse(date=NEXT_DAY, buckets=["y"])
+    assert counts_on(tracker, buckets=["x", "y"]) == {"x": 2, "y": 3}

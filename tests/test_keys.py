@@ -23,6 +23,8 @@ AWKWARD_BUCKETS = [
     "b:",
     "default",
     "hll:x",
+    "reg",
+    "a\nb",
 ]
 
 
@@ -56,14 +58,8 @@ def test_keys_of_different_periods_and_kinds_differ():
     schema = KeySchema("p")
     day = datetime.date(2024, 1, 1)
     periods = [Period.containing(kind, day) for kind in KINDS]
-    keys = [
-        maker(period, "default")
-        for period in periods
-        for maker in (schema.hll, schema.moved_out, schema.tracked_back)
-    ] + [
-        maker(period)
-        for period in periods
-        for maker in (schema.moved, schema.buckets, schema.counts)
+    keys = [schema.hll(period, "default") for period in periods] + [
+        maker(period) for period in periods for maker in (schema.reg, schema.chg, schema.counts)
     ]
     assert len(set(keys)) == len(keys)
     for period in periods:
@@ -83,3 +79,13 @@ def test_prefix_checks():
 def test_scan_pattern_escapes_glob_characters():
     assert KeySchema("a*b?[c]").pattern() == "a\\*b\\?\\[c\\]:*"
     assert KeySchema("x").pattern() == "x:*"
+
+
+def test_v2_key_names_never_clash_with_those_of_1x():
+    schema = KeySchema("p")
+    period = Period.containing("daily", datetime.date(2024, 1, 1))
+    names = {key.rsplit("}:", 1)[1] for key in (schema.reg(period), schema.chg(period))}
+    assert names.isdisjoint({"buckets", "moved", "left"})
+    assert schema.hll(period, "b:x").startswith(schema.hll_prefix(period))
+    # A code never holds a newline: an aggregate's definition joins its sources by one.
+    assert "\n" not in encode_bucket("a\nb")

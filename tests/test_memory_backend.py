@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import datasketch
 import pytest
@@ -77,7 +78,7 @@ def test_a_sketch_has_16384_registers_whatever_it_holds():
     tracker.track_many((str(i), "big", None, None, DAY) for i in range(20_000))
     sketches = backend._periods[Period(DAILY, DAY)].sketches
     for bucket in ("small", "big"):
-        hll = sketches[bucket].hll
+        hll = sketches[bucket]
         assert isinstance(hll, datasketch.HyperLogLog)
         assert hll.p == PRECISION == 14
         assert len(hll.reg) == 2**14 == 16384
@@ -109,18 +110,33 @@ def test_ids_hash_the_same_in_every_process():
     assert all(0 <= hash64(i) < 2**64 for i in ids)
 
 
-def test_options_are_refused_and_nothing_expires():
+def test_options_other_than_retention_are_refused():
     with pytest.raises(TypeError, match="url"):
         ActivityTracker(backend="memory", url="redis://localhost:6379/0")
+    with pytest.raises(ValueError, match="retention=None"):
+        ActivityTracker(backend="memory", retention=None)
     with pytest.raises(TypeError, match="retention"):
-        ActivityTracker(backend="memory", retention=1)
-    tracker = ActivityTracker(backend="memory")
-    tracker.track(id=1, date=DAY)
+        ActivityTracker(backend="memory", retention="1d")
+
+
+def test_raw_data_expires_lazily_after_retention_and_counts_stay():
+    backend = MemoryBackend(retention=1)
+    tracker = ActivityTracker(backend=backend)
+    period = Period(DAILY, DAY)
+    tracker.track(id=1, bucket="a", date=DAY)
+    tracker.track(id=2, bucket="b", old_id=1, old_bucket="a", date=DAY)
+    tracker.collapse(date=NEXT_DAY, aggregate_buckets={"all": ["a", "b"]})
+    # The day ended long ago: its data lives `retention` from its first write.
+    first_deadline = backend._periods[period].deadline
+    assert first_deadline == math.ceil(first_deadline) <= time.time() + 2
+    time.sleep(max(0.0, first_deadline - time.time()) + 0.05)
+    assert backend._live(period, time.time()) is None
+    # A late event starts a new generation of raw data, with a deadline of its own, but the
+    # counts are final: a collapse leaves them as they were.
+    tracker.track(id=3, bucket="a", date=DAY)
+    assert backend._periods[period].deadline > first_deadline
     tracker.collapse(date=NEXT_DAY)
-    tracker.track(id=2, date=DAY)  # a late event, long after: the raw sketch is still there
-    tracker.collapse(date=datetime.date(2030, 1, 1), max_periods=10_000)
-    assert tracker.lookup_daily(**ONE_DAY) == [(DAY, {None: 2})]
-    tracker.close()
+    assert tracker.lookup_daily(**ONE_DAY) == [(DAY, {"a": 0, "all": 1, "b": 1})]
 
 
 def test_async_tracker_on_memory():
@@ -133,3 +149,28 @@ def test_async_tracker_on_memory():
             return await tracker.lookup_daily(**ONE_DAY)
 
     assert asyncio.run(scenario()) == [(DAY, {"all": 2, "anon": 0, "auth": 2})]
+
+
+@pytest.mark.parametrize("tracker_class", [ActivityTracker, AsyncActivityTracker])
+def test_without_the_memory_extra_the_error_names_it(monkeypatch, tracker_class):
+    monkeypatch.setitem(sys.modules, "datasketch", None)  # import datasketch now fails
+    monkeypatch.delitem(sys.modules, "activity_tracker.backends.memory")
+    with pytest.raises(ModuleNotFoundError) as caught:
+        tracker_class(backend="memory")
+    assert caught.value.name == "datasketch"
+    assert str(caught.value) == (
+        "the memory backend needs datasketch, which is not installed: "
+        "pip install 'activity-tracker[memory]'"
+    )
+
+
+def test_the_library_and_its_command_line_import_without_datasketch():
+    # The light install (no extra) has no datasketch, hence no numpy or scipy.
+    code = (
+        "import sys\n"
+        "import activity_tracker, activity_tracker.cli, activity_tracker.backends.redis\n"
+        "import activity_tracker.integrations.asgi, activity_tracker.buffer\n"
+        "print(sorted({'datasketch', 'numpy', 'scipy'} & set(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout == "[]\n", result.stderr

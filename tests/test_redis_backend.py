@@ -15,6 +15,8 @@ from activity_tracker import (
     ActivityTracker,
     AsyncActivityTracker,
     BackendConnectionError,
+    CollapseError,
+    Estimate,
     WrongKeyTypeError,
 )
 from activity_tracker.keys import KeySchema, encode_bucket
@@ -119,14 +121,18 @@ def test_a_key_of_the_wrong_type_is_an_error_and_left_untouched(make_tracker, re
 
     redis_client.delete(hll_key)
     tracker.track(id=1, bucket="mine", date=DAY)
-    redis_client.rpush(schema.hll(period, encode_bucket("agg")), "x")
-    with pytest.raises(WrongKeyTypeError):
+    aggregate = schema.hll(period, encode_bucket("agg"))
+    redis_client.rpush(aggregate, "x")
+    with pytest.raises(CollapseError, match="agg") as caught:
         tracker.collapse(date=NEXT_DAY, aggregate_buckets={"agg": ["mine"]})
-    assert redis_client.lrange(schema.hll(period, encode_bucket("agg")), 0, -1) == [b"x"]
+    [(failed, error)] = caught.value.failures
+    assert failed == period and isinstance(error, WrongKeyTypeError)
+    assert redis_client.lrange(aggregate, 0, -1) == [b"x"]
+    assert redis_client.exists(schema.counts(period)) == 0
 
-    # What a move reads besides: the registry of buckets left and the period's counts hash.
+    # What a move reads besides: the period's registry and its change records.
     move = {"id": 2, "bucket": "b", "old_id": 1, "old_bucket": "a", "date": DAY}
-    for key in (schema.left(period), schema.counts(period)):
+    for key in (schema.reg(period), schema.chg(period)):
         for mine in redis_client.scan_iter(match=f"{prefix}:*"):
             redis_client.delete(mine)
         redis_client.set(key, "someone else's value")
@@ -149,63 +155,83 @@ def test_an_unreachable_redis_raises_the_documented_error():
         tracker.lookup_daily()
 
 
-def test_raw_sketches_expire_after_retention_and_counts_stay(make_tracker, redis_client, prefix):
+def raw_keys(client: redis.Redis, prefix: str) -> list[bytes]:
+    return [k for k in client.scan_iter(match=f"{prefix}:*") if not k.endswith(b":counts")]
+
+
+def expires_at(client: redis.Redis, key: bytes | str) -> int:
+    """The epoch second a key expires at (EXPIRETIME, which Redis 6.2 lacks)."""
+    with client.pipeline(transaction=True) as pipe:
+        (seconds, micros), ttl = pipe.time().pttl(key).execute()
+    assert ttl >= 0, key
+    return round((seconds * 1000 + micros / 1000 + ttl) / 1000)
+
+
+def wait_past(deadline: int) -> None:
+    """Sleep until Redis has expired keys whose EXPIREAT is ``deadline``."""
+    time.sleep(max(0.0, deadline - time.time()) + 0.1)
+
+
+def test_raw_keys_expire_after_retention_and_counts_stay(make_tracker, redis_client, prefix):
     tracker = make_tracker(prefix=prefix, retention=1)
     tracker.track(id=1, bucket="a", date=DAY)
     tracker.track(id=2, bucket="b", old_id=1, old_bucket="a", date=DAY)
-    tracker.collapse(date=NEXT_DAY)
+    tracker.collapse(date=NEXT_DAY, aggregate_buckets={"all": ["a", "b"]})
     schema, period = KeySchema(prefix), Period("daily", DAY)
-    raw = [schema.hll(period, encode_bucket("a")), schema.moved(period), schema.buckets(period)]
-    assert all(0 < redis_client.pttl(key) <= 1000 for key in raw)
+    deadline = int(redis_client.hget(schema.reg(period), "@deadline"))
+    assert deadline <= time.time() + 2  # a past day: its keys live `retention` from its first write
+    raw = raw_keys(redis_client, prefix)
+    assert len(raw) == 5  # reg, chg, and the sketches of a, b and the aggregate
+    assert {expires_at(redis_client, key) for key in raw} == {deadline}
     assert redis_client.ttl(schema.counts(period)) == -1
-    time.sleep(1.2)
-    assert redis_client.exists(*raw) == 0
-    assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {"a": 0, "b": 1})]
-    # A late event after the sketches expired cannot rebuild the period: counts stay final.
+    assert redis_client.hget(schema.counts(period), "@expires") == str(deadline).encode()
+    wait_past(deadline)
+    assert raw_keys(redis_client, prefix) == []
+    assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {"a": 0, "all": 1, "b": 1})]
+    # A late event after the deadline starts keys of its own, expiring by themselves; the
+    # counts stay final.
     tracker.track(id=3, bucket="a", date=DAY)
     tracker.collapse(date=NEXT_DAY)
-    assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {"a": 0, "b": 1})]
+    assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {"a": 0, "all": 1, "b": 1})]
+    assert all(redis_client.ttl(key) > 0 for key in raw_keys(redis_client, prefix))
 
 
-def test_every_raw_key_expires_those_of_moves_and_late_events_included(
-    make_tracker, redis_client, prefix
-):
-    tracker = make_tracker(prefix=prefix, retention=1)
-
-    def raw_keys() -> list[bytes]:
-        return [k for k in redis_client.scan_iter(match=f"{prefix}:*") if b":counts" not in k]
-
+def test_every_raw_key_has_its_expiry_from_its_first_write(make_tracker, redis_client, prefix):
+    tracker = make_tracker(prefix=prefix, periods=["daily", "weekly"])
+    schema = KeySchema(prefix)
     # A session tracked the day before logs in: in this day, "anon" only had an id moved out.
-    tracker.track(id="u1", bucket="auth", old_id="s1", old_bucket="anon", date=DAY)
-    tracker.collapse(date=NEXT_DAY)
-    assert any(b"anon" in key for key in raw_keys())
-    assert all(0 < redis_client.pttl(key) <= 1000 for key in raw_keys())
-    # Late events, which the cron's next collapse will not see: they expire with the rest.
-    tracker.track(id="u2", bucket="late", date=DAY)
-    tracker.track(id="u3", bucket="auth", old_id="s3", old_bucket="other", date=DAY)
-    late = {"id": "u4", "bucket": "later", "old_id": "s4", "old_bucket": "gone", "date": DAY}
-    tracker.track_many([late])
-    assert any(b"gone" in key for key in raw_keys())
-    assert all(0 < redis_client.pttl(key) <= 1000 for key in raw_keys())
-    time.sleep(1.2)
-    assert raw_keys() == []
-    # After that, the period's counts are final and an event leaves no key behind.
-    tracker.track(id="u5", bucket="after", old_id="s5", old_bucket="anon", date=DAY)
-    tracker.track_many([{**late, "id": "u6"}])
-    assert raw_keys() == []
-    assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {"auth": 1})]
+    steps = [
+        lambda: tracker.track(id="u1", bucket="auth", old_id="s1", old_bucket="anon", date=DAY),
+        lambda: tracker.track(id="s1", bucket="web", date=DAY),
+        lambda: tracker.track(old_id="s2", old_bucket="gone", date=DAY),
+        lambda: tracker.track_many(
+            [("u4", "later", "s4", "gone2", DAY), {"id": "u5", "bucket": "new", "date": DAY}]
+        ),
+        lambda: tracker.collapse(date=NEXT_DAY, aggregate_buckets={"everyone": ["anon", "auth"]}),
+        lambda: tracker.track(id="u6", bucket="after", date=DAY),
+    ]
+    for step in steps:
+        step()
+        keys = raw_keys(redis_client, prefix)
+        assert keys and all(redis_client.ttl(key) > 0 for key in keys)
+    # Keys of one period share the deadline the first write fixed.
+    for period in (Period("daily", DAY), Period("weekly", datetime.date(2024, 1, 8))):
+        deadline = int(redis_client.hget(schema.reg(period), "@deadline"))
+        tag = f"{{{period.tag}}}".encode()
+        assert {
+            expires_at(redis_client, k) for k in raw_keys(redis_client, prefix) if tag in k
+        } == {deadline}
 
 
-def test_retention_none_keeps_raw_sketches(make_tracker, redis_client, prefix):
-    tracker = make_tracker(prefix=prefix, retention=None)
-    tracker.track(id=1, date=DAY)
-    tracker.collapse(date=NEXT_DAY)
-    key = KeySchema(prefix).hll(Period("daily", DAY), encode_bucket(None))
-    assert redis_client.ttl(key) == -1
-    # Collapsing no bucket, with nothing to store, still works and keeps the sketches.
-    tracker.collapse(buckets=[], date=NEXT_DAY)
-    assert redis_client.ttl(key) == -1
-    assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {None: 1})]
+def test_live_tracking_expires_retention_after_the_period_ends(redis_url, prefix, redis_client):
+    utc = datetime.timezone.utc
+    tracker = ActivityTracker(url=redis_url, prefix=prefix, timezone=utc, retention=3600)
+    today = datetime.datetime.now(utc).date()
+    tracker.track(id=1, date=today)
+    key = KeySchema(prefix).reg(Period("daily", today))
+    midnight = datetime.datetime.combine(today + datetime.timedelta(days=1), datetime.time(), utc)
+    assert expires_at(redis_client, key) == int(midnight.timestamp()) + 3600
+    tracker.close()
 
 
 def test_bad_redis_options(redis_url):
@@ -215,6 +241,8 @@ def test_bad_redis_options(redis_url):
         ActivityTracker(socket_timeout=1, client=redis.Redis.from_url(redis_url))
     with pytest.raises(ValueError, match="retention"):
         ActivityTracker(url=redis_url, retention=0)
+    with pytest.raises(ValueError, match="retention=None is no longer accepted"):
+        ActivityTracker(url=redis_url, retention=None)
     with pytest.raises(TypeError, match="retention"):
         ActivityTracker(url=redis_url, retention="1d")
     with pytest.raises(ValueError, match="prefix"):
@@ -302,3 +330,35 @@ def test_a_redis_that_goes_away_raises_the_documented_error(tmp_path):
     with pytest.raises(BackendConnectionError) as caught:
         tracker.track(id=2, date=DAY)
     assert isinstance(caught.value.__cause__, redis.exceptions.ConnectionError)
+
+
+def test_a_corrupt_day_among_thirty_fails_alone_and_is_named_with_its_key(
+    make_tracker, redis_client, prefix
+):
+    tracker = make_tracker(prefix=prefix)
+    days = [DAY + datetime.timedelta(days=n) for n in range(30)]
+    tracker.track_many((f"u{n}", "web", None, None, day) for n, day in enumerate(days))
+    schema = KeySchema(prefix)
+    corrupt = schema.hll(Period("daily", days[7]), encode_bucket("web"))
+    redis_client.setrange(corrupt, 4, b"\xff")  # an unknown encoding after the "HYLL" magic
+    foreign = schema.chg(Period("daily", days[20]))
+    redis_client.rpush(foreign, "theirs")
+    end = days[-1] + datetime.timedelta(days=1)
+    with pytest.raises(CollapseError) as caught:
+        tracker.collapse(date=end, max_periods=30)
+    assert [period.start for period, _ in caught.value.failures] == [days[7], days[20]]
+    message = str(caught.value)
+    assert "collapse failed for 2 periods" in message
+    assert corrupt in message and foreign in message
+    rows = tracker.lookup_daily(start=days[0], end=end)
+    assert [counts["web"] for _, counts in rows] == [0 if n in (7, 20) else 1 for n in range(30)]
+    assert redis_client.lrange(foreign, 0, -1) == [b"theirs"]
+
+
+def test_counts_stored_by_1x_are_still_read(make_tracker, redis_client, prefix):
+    tracker = make_tracker(prefix=prefix)
+    counts = KeySchema(prefix).counts(Period("daily", DAY))
+    redis_client.hset(counts, mapping={"b:web": "120", "default": "7", "@expires": "1.5"})
+    assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {None: 7, "web": 120})]
+    [(_, estimates)] = tracker.lookup_daily(start=DAY, end=NEXT_DAY, with_error=True)
+    assert estimates["web"] == Estimate(120, 120 * STANDARD_ERROR)

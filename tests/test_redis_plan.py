@@ -9,150 +9,175 @@ import datetime
 
 import pytest
 
+from activity_tracker import AggregateBucketError, CollapseError, CollapseValueError, Estimate
 from activity_tracker.arguments import Activity, CollapseJob, LookupJob
 from activity_tracker.backends import redis_plan
 from activity_tracker.backends.redis_plan import Command, ScriptCall
-from activity_tracker.corrections import corrected_count
-from activity_tracker.keys import SKETCHES_EXPIRE_FIELD, KeySchema
+from activity_tracker.corrections import RELATIVE_STANDARD_ERROR
+from activity_tracker.errors import WrongKeyTypeError
+from activity_tracker.keys import BACK, OUT, KeySchema, encode_record, id_hash
 from activity_tracker.periods import Period
 
 SCHEMA = KeySchema("p")
 DAY = Period("daily", datetime.date(2024, 1, 10))
 MONTH = Period("monthly", datetime.date(2024, 1, 1))
+ENDS = (1_704_931_200.0, 1_706_745_600.0)  # when DAY and MONTH end (UTC)
+NOW = 1_704_900_000.0  # during DAY
+RETENTION = 100
 
 
-def test_corrected_count_subtracts_moves_and_never_goes_negative():
-    assert corrected_count(10, 3) == 7
-    assert corrected_count(2, 5) == 0
-
-
-def only_batch(operation):
-    batch = next(operation)
-    with pytest.raises(StopIteration):
-        operation.send([0] * len(batch))
-    return batch
-
-
-def test_a_move_is_one_script_call_covering_every_period():
-    activity = Activity((DAY, MONTH), "u1", "auth", "s1", "anon")
-    [call] = only_batch(redis_plan.track(SCHEMA, activity, split_periods=False))
+def test_a_move_is_one_script_call_with_its_fixed_arguments_first():
+    activity = Activity((DAY, MONTH), ENDS, "u1", "auth", "s1", "anon")
+    operation = redis_plan.track(SCHEMA, activity, RETENTION, NOW, split_periods=False)
+    [call] = next(operation)
     assert call == ScriptCall(
         "track",
         (
-            "p:{d2024-01-10}:moved",
-            "p:{d2024-01-10}:counts",
-            "p:{d2024-01-10}:hll:b:anon",
-            "p:{d2024-01-10}:out:b:anon",
-            "p:{d2024-01-10}:back:b:anon",
-            "p:{d2024-01-10}:left",
-            "p:{d2024-01-10}:buckets",
+            "p:{d2024-01-10}:reg",
+            "p:{d2024-01-10}:chg",
             "p:{d2024-01-10}:hll:b:auth",
-            "p:{d2024-01-10}:out:b:auth",
-            "p:{d2024-01-10}:back:b:auth",
-            "p:{m2024-01-01}:moved",
-            "p:{m2024-01-01}:counts",
-            "p:{m2024-01-01}:hll:b:anon",
-            "p:{m2024-01-01}:out:b:anon",
-            "p:{m2024-01-01}:back:b:anon",
-            "p:{m2024-01-01}:left",
-            "p:{m2024-01-01}:buckets",
+            "p:{d2024-01-10}:hll:b:anon",
+            "p:{m2024-01-01}:reg",
+            "p:{m2024-01-01}:chg",
             "p:{m2024-01-01}:hll:b:auth",
-            "p:{m2024-01-01}:out:b:auth",
-            "p:{m2024-01-01}:back:b:auth",
+            "p:{m2024-01-01}:hll:b:anon",
         ),
-        ("1", "1", "u1", "b:auth", "s1", "b:anon"),
+        (
+            "3",
+            "b:auth",
+            "b:anon",
+            1_704_931_300,  # each period's proposed deadline: its end + retention
+            1_706_745_700,
+            "u1",
+            id_hash("u1"),
+            "s1",
+            id_hash("s1"),
+        ),
     )
+    with pytest.raises(StopIteration):
+        operation.send([0])
+
+
+def test_a_backfill_proposes_a_deadline_from_now_and_an_add_sends_no_old_id():
+    activity = Activity((DAY,), ENDS[:1], "u1", None, None, None)
+    later = ENDS[0] + 5_000.5
+    [call] = next(redis_plan.track(SCHEMA, activity, RETENTION, later, split_periods=False))
+    assert call.keys == (SCHEMA.reg(DAY), SCHEMA.chg(DAY), SCHEMA.hll(DAY, "default"))
+    assert call.args == ("1", "default", "", 1_704_936_301, "u1", id_hash("u1"), "", b"")
 
 
 def test_on_a_cluster_each_period_is_its_own_call():
-    activity = Activity((DAY, MONTH), "u1", None, None, None)
-    calls = only_batch(redis_plan.track(SCHEMA, activity, split_periods=True))
+    activity = Activity((DAY, MONTH), ENDS, None, None, "s1", "anon")
+    calls = next(redis_plan.track(SCHEMA, activity, RETENTION, NOW, split_periods=True))
     assert [call.keys for call in calls] == [
-        (SCHEMA.moved(p), SCHEMA.counts(p), SCHEMA.buckets(p), *SCHEMA.bucket_keys(p, "default"))
-        for p in (DAY, MONTH)
+        (SCHEMA.reg(p), SCHEMA.chg(p), SCHEMA.hll(p, "b:anon")) for p in (DAY, MONTH)
     ]
-    assert calls[0].args == ("1", "0", "u1", "default", "", "default")
+    assert calls[1].args == ("2", "", "b:anon", 1_706_745_700, "", b"", "s1", id_hash("s1"))
 
 
-def test_collapse_plans_from_what_each_period_holds():
-    job = CollapseJob(periods=(DAY,), buckets=None, aggregates=(("all", ("a", "b")),))
-    operation = redis_plan.collapse(SCHEMA, job, retention=60, now=1000.0)
-    listing = next(operation)
-    assert listing == [
-        Command(("SMEMBERS", "p:{d2024-01-10}:buckets")),
-        Command(("SMEMBERS", "p:{d2024-01-10}:left")),
-        Command(("HGET", "p:{d2024-01-10}:counts", SKETCHES_EXPIRE_FIELD)),
-    ]
-    [measure] = operation.send([{b"b:b", b"b:a"}, {b"b:anon"}, None])
-    assert measure.script == "collapse"
-    assert measure.args == ("60", "2", "1", "2")
-    assert measure.keys[:3] == (
-        "p:{d2024-01-10}:moved",
-        "p:{d2024-01-10}:buckets",
-        "p:{d2024-01-10}:left",
+def test_a_refusal_names_the_bucket_and_period_that_is_an_aggregate():
+    activity = Activity((DAY, MONTH), ENDS, "u1", "all", "s1", "anon")
+    operation = redis_plan.track(SCHEMA, activity, RETENTION, NOW, split_periods=False)
+    next(operation)
+    with pytest.raises(AggregateBucketError, match=r"bucket: 'all' .* monthly period") as caught:
+        operation.send([[1, 2]])
+    assert isinstance(caught.value, ValueError)
+    with pytest.raises(AggregateBucketError, match=r"old_bucket: 'anon' .* daily period"):
+        redis_plan.check_track_reply(activity, (DAY, MONTH), [2, 1])
+
+
+def test_collapse_is_one_call_per_period_and_nothing_more_when_the_script_stored():
+    job = CollapseJob(periods=(DAY, MONTH), buckets=None, aggregates=(("all", ("a", None)),))
+    operation = redis_plan.collapse(SCHEMA, job)
+    calls = next(operation)
+    assert calls[0] == ScriptCall(
+        "collapse",
+        (SCHEMA.reg(DAY), SCHEMA.chg(DAY), SCHEMA.counts(DAY)),
+        ("p:{d2024-01-10}:hll:", -1, 1, "b:all", 2, "b:a", "default"),
+        raw=True,
+        errors_as_replies=True,
     )
-    # Buckets ids were only moved out of come last, for their expiry only.
-    assert measure.keys[-3:] == SCHEMA.bucket_keys(DAY, "b:anon")
-    # Buckets a, b, then the aggregate followed by its sources.
-    hlls = [key for key in measure.keys if ":hll:" in key]
-    assert hlls == [
-        "p:{d2024-01-10}:hll:b:a",
-        "p:{d2024-01-10}:hll:b:b",
-        "p:{d2024-01-10}:hll:b:all",
-        "p:{d2024-01-10}:hll:b:a",
-        "p:{d2024-01-10}:hll:b:b",
-        "p:{d2024-01-10}:hll:b:anon",
+    with pytest.raises(StopIteration):
+        operation.send([[b"stored"], [b"empty"]])
+
+
+def test_collapse_computes_the_corrections_the_script_left_and_stores_them_if_newer():
+    job = CollapseJob(periods=(DAY,), buckets=("a",), aggregates=(("all", ("a", "b")),))
+    operation = redis_plan.collapse(SCHEMA, job)
+    [call] = next(operation)
+    assert call.args == ("p:{d2024-01-10}:hll:", 1, "b:a", 1, "b:all", 2, "b:a", "b:b")
+    x, y, z = id_hash("x"), id_hash("y"), id_hash("z")
+    # Buckets a (index 1) and b (index 2) have records: x moved out of a, y moved out of a
+    # and then added to b, z moved out of a bucket outside the aggregate (index 3).
+    records = [
+        b"5",
+        encode_record(x, 1, OUT) + encode_record(y, 1, OUT),
+        b"9",
+        encode_record(y, 2, BACK) + encode_record(z, 3, OUT),
     ]
-    # Replies: (estimate, moved out) for a, b, then the aggregate.
-    [store] = operation.send([[5, 1, 3, 0, 7, 2]])
-    assert store == Command(
-        ("HSET", "p:{d2024-01-10}:counts", "b:a", "4", "b:b", "3", "b:all", "5",
-         SKETCHES_EXPIRE_FIELD, "1060.0")
-    )  # fmt: skip
+    reply = [b"measured", b"1700000000123456", b"1799", [b"b:a", b"7,9"], [b"b:all", 12, b"1,2"]]
+    [store] = operation.send([[*reply, records]])
+    assert store == ScriptCall(
+        "store",
+        (SCHEMA.counts(DAY),),
+        ("1700000000123456", "1799", "b:a", "7,9", "b:all", "11,12"),
+        errors_as_replies=True,
+    )
     with pytest.raises(StopIteration):
         operation.send([1])
 
 
-def test_collapse_skips_empty_and_expired_periods_and_refuses_clashing_aggregates():
-    job = CollapseJob(periods=(DAY, MONTH), buckets=None, aggregates=())
-    operation = redis_plan.collapse(SCHEMA, job, retention=None, now=1000.0)
+def test_a_store_refused_for_older_data_measures_again():
+    job = CollapseJob(periods=(DAY,), buckets=None, aggregates=(("all", ("a", "b")),))
+    operation = redis_plan.collapse(SCHEMA, job)
+    measure = next(operation)
+    reply = [b"measured", b"1", b"2", [], [b"b:all", 3, b"1,2"], []]
+    assert operation.send([reply])[0].script == "store"
+    assert operation.send([0]) == measure  # a collapse that measured later stored first
+    with pytest.raises(StopIteration):
+        operation.send([[b"stored"]])
+
+
+def test_failed_periods_are_reported_together_after_the_others():
+    periods = tuple(Period("daily", datetime.date(2024, 1, n)) for n in (1, 2, 3))
+    job = CollapseJob(periods=periods, buckets=None, aggregates=(("web", ("x",)),))
+    operation = redis_plan.collapse(SCHEMA, job)
     next(operation)
-    with pytest.raises(StopIteration):  # nothing tracked in one, sketches expired in the other
-        operation.send([set(), set(), None, {b"default"}, set(), b"999.5"])
+    foreign = WrongKeyTypeError("WRONGTYPE activity-tracker key p:{d2024-01-01}:chg holds a list")
+    with pytest.raises(CollapseError) as caught:
+        operation.send([foreign, [b"stored"], [b"clash", b"b:web"]])
+    error = caught.value
+    assert not isinstance(error, ValueError)
+    assert [period for period, _ in error.failures] == [periods[0], periods[2]]
+    assert "daily 2024-01-01: " in str(error) and "chg holds a list" in str(error)
+    assert "daily 2024-01-03: aggregate_buckets: 'web' is a bucket used" in str(error)
+    assert error.__cause__ is foreign
 
-    clash = CollapseJob(periods=(DAY,), buckets=("x",), aggregates=(("web", ("x",)),))
-    operation = redis_plan.collapse(SCHEMA, clash, retention=None, now=1000.0)
+    operation = redis_plan.collapse(SCHEMA, job)
     next(operation)
-    with pytest.raises(ValueError, match="web"):
-        operation.send([{"b:web"}, set(), None])
-    operation = redis_plan.collapse(SCHEMA, clash, retention=None, now=1000.0)
-    next(operation)
-    with pytest.raises(ValueError, match="web"):  # a bucket ids were moved out of
-        operation.send([{"b:x"}, {"b:web"}, None])
+    with pytest.raises(CollapseValueError, match="2 periods") as caught:
+        operation.send([[b"clash", b"b:web"], [b"cycle", b"b:web"], [b"final"]])
+    assert isinstance(caught.value, ValueError)
 
 
-def test_collapse_of_a_period_with_only_moves_out_expires_its_keys_and_counts_nothing():
-    job = CollapseJob(periods=(DAY,), buckets=None, aggregates=(("all", ("anon",)),))
-    operation = redis_plan.collapse(SCHEMA, job, retention=60, now=1000.0)
-    next(operation)
-    [expire] = operation.send([set(), {b"b:anon"}, None])
-    assert expire.args == ("60", "0", "0")
-    assert expire.keys == (
-        SCHEMA.moved(DAY),
-        SCHEMA.buckets(DAY),
-        SCHEMA.left(DAY),
-        *SCHEMA.bucket_keys(DAY, "b:anon"),
-    )
-    [store] = operation.send([[]])
-    assert store == Command(("HSET", SCHEMA.counts(DAY), SKETCHES_EXPIRE_FIELD, "1060.0"))
-
-
-def test_lookup_reads_every_period_in_one_batch_and_decodes_buckets():
+def test_lookup_reads_every_period_in_one_batch_and_reads_1x_plain_counts():
     job = LookupJob(periods=(DAY, DAY.next()), buckets=None)
     operation = redis_plan.lookup(SCHEMA, job)
     assert len(next(operation)) == 2
     with pytest.raises(StopIteration) as done:
         operation.send(
-            [{b"default": b"3", b"b:a%3Ab": b"1", SKETCHES_EXPIRE_FIELD.encode(): b"9"}, {}]
+            [{b"default": b"3", b"b:a%3Ab": b"1,40", b"@expires": b"9", b"@measured": b"1"}, {}]
         )
-    assert done.value.value == [{None: 3, "a:b": 1}, {}]
+    assert done.value.value == [
+        {
+            None: Estimate(3, 3 * RELATIVE_STANDARD_ERROR),
+            "a:b": Estimate(1, 40 * RELATIVE_STANDARD_ERROR),
+        },
+        {},
+    ]
+    some = LookupJob(periods=(DAY,), buckets=("a", None))
+    operation = redis_plan.lookup(SCHEMA, some)
+    assert next(operation) == [Command(("HMGET", SCHEMA.counts(DAY), "b:a", "default"))]
+    with pytest.raises(StopIteration) as done:
+        operation.send([[None, "2,2"]])
+    assert done.value.value == [{None: Estimate(2, 2 * RELATIVE_STANDARD_ERROR)}]

@@ -7,12 +7,22 @@
 from .backends.base import AsyncBackend, Backend
 from .batch import AsyncBatch, Batch
 from .buffer import BufferedTracker
-from .errors import ActivityTrackerError, BackendConnectionError, StorageError, WrongKeyTypeError
+from .corrections import Estimate
+from .errors import (
+    ActivityTrackerError,
+    AggregateBucketError,
+    BackendConnectionError,
+    CollapseError,
+    CollapseValueError,
+    StorageError,
+    WrongKeyTypeError,
+)
 from .tracker import ActivityTracker, AsyncActivityTracker
 
 __all__ = [
     "ActivityTracker",
     "ActivityTrackerError",
+    "AggregateBucketError",
     "AsyncActivityTracker",
     "AsyncBackend",
     "AsyncBatch",
@@ -20,6 +30,9 @@ __all__ = [
     "BackendConnectionError",
     "Batch",
     "BufferedTracker",
+    "CollapseError",
+    "CollapseValueError",
+    "Estimate",
     "StorageError",
     "WrongKeyTypeError",
 ]

@@ -7,15 +7,22 @@ bad argument raises ``ValueError``/``TypeError`` naming it and nothing is writte
 from __future__ import annotations
 
 import datetime
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from . import periods as _periods
+from .corrections import Estimate
 from .keys import Bucket, bucket_order
 from .periods import Period
 
 DEFAULT_LOOKUP_DAYS = 365
+#: How long the raw keys of a period live after the later of its end and its first write.
+DEFAULT_RETENTION = datetime.timedelta(days=35)
+#: The longest retention accepted (about a century): Redis's expiry must stay representable.
+MAX_RETENTION = datetime.timedelta(days=36_525)
 #: The longest id, in bytes of UTF-8 (ids are hashed: longer ones would only cost traffic).
 MAX_ID_BYTES = 1024
 #: The longest bucket name, in bytes of UTF-8 (a bucket name is part of key names).
@@ -28,9 +35,12 @@ _MAX_ID_BITS = 4 * MAX_ID_BYTES
 @dataclass(frozen=True, slots=True)
 class Activity:
     """One call of ``track()``: in each period, move ``old_id`` out of ``old_bucket`` (if
-    given), then add ``id`` to ``bucket`` (if given)."""
+    given), then add ``id`` to ``bucket`` (if given). ``ends`` holds the epoch seconds at
+    which each period ends in the tracker's time zone (what its raw keys' expiry counts
+    from)."""
 
     periods: tuple[Period, ...]
+    ends: tuple[float, ...]
     id: str | None
     bucket: Bucket
     old_id: str | None
@@ -68,6 +78,29 @@ def period_kinds(periods: object, default: tuple[str, ...]) -> tuple[str, ...]:
     if not kinds:
         raise ValueError("periods must name at least one period")
     return kinds
+
+
+def period_ends(periods: Sequence[Period], timezone: datetime.tzinfo | None) -> tuple[float, ...]:
+    """The :attr:`Activity.ends` of ``periods``."""
+    return tuple(_periods.end_epoch(period, timezone) for period in periods)
+
+
+def retention_seconds(retention: object) -> int:
+    """The ``retention=`` option in whole seconds: a positive timedelta or number."""
+    if retention is None:
+        raise ValueError(
+            "retention=None is no longer accepted: every raw key expires; pass a long "
+            "retention instead, e.g. retention=datetime.timedelta(days=3650)"
+        )
+    if isinstance(retention, datetime.timedelta):
+        seconds = retention.total_seconds()
+    elif isinstance(retention, int | float) and not isinstance(retention, bool):
+        seconds = float(retention)
+    else:
+        raise TypeError(f"retention must be a timedelta or seconds, not {type(retention).__name__}")
+    if not 0 < seconds <= MAX_RETENTION.total_seconds():
+        raise ValueError(f"retention must be positive and at most 100 years, not {retention!r}")
+    return math.ceil(seconds)
 
 
 def id_text(value: object, argument: str) -> str:
@@ -153,8 +186,10 @@ def activity(
     checked_bucket = bucket_name(bucket, "bucket")
     checked_old_bucket = bucket_name(old_bucket, "old_bucket")
     day = _periods.local_date(date, timezone, "date")
+    periods = tuple(Period.containing(kind, day) for kind in kinds)
     return Activity(
-        periods=tuple(Period.containing(kind, day) for kind in kinds),
+        periods=periods,
+        ends=period_ends(periods, timezone),
         id=None if id is None else id_text(id, "id"),
         bucket=checked_bucket,
         old_id=None if old_id is None else id_text(old_id, "old_id"),
@@ -240,9 +275,11 @@ def lookup_job(
 
 
 def lookup_rows(
-    job: LookupJob, counts: Sequence[Mapping[Bucket, int]]
-) -> list[tuple[datetime.date, dict[Bucket, int]]]:
-    """Shape per-period counts into rows that all carry the same buckets (0 where missing)."""
+    job: LookupJob, counts: Sequence[Mapping[Bucket, Estimate]], with_error: bool
+) -> list[tuple[datetime.date, dict[Bucket, Any]]]:
+    """Shape per-period estimates into rows that all carry the same buckets: plain counts, or
+    the :class:`Estimate` itself ``with_error``; a missing bucket reads 0 (or
+    ``Estimate(0, 0.0)``)."""
     if job.buckets is not None:
         names: tuple[Bucket, ...] = job.buckets
     else:
@@ -250,7 +287,13 @@ def lookup_rows(
         for period_counts in counts:
             seen.update(dict.fromkeys(period_counts))
         names = tuple(sorted(seen, key=bucket_order))
+    missing = Estimate(0, 0.0)
+    if with_error:
+        return [
+            (period.start, {name: period_counts.get(name, missing) for name in names})
+            for period, period_counts in zip(job.periods, counts, strict=True)
+        ]
     return [
-        (period.start, {name: period_counts.get(name, 0) for name in names})
+        (period.start, {name: period_counts.get(name, missing).count for name in names})
         for period, period_counts in zip(job.periods, counts, strict=True)
     ]

@@ -28,24 +28,27 @@ TRACK_ARGUMENTS = ("id", "bucket", "old_id", "old_bucket", "date", "periods")
 _ARGUMENT_NAMES = frozenset(TRACK_ARGUMENTS)
 DEFAULT_MAX_EVENTS = 10_000
 _CACHE_LIMIT = 4096
+#: The periods of a day and when each ends: the first two fields of its activities.
+_Periods = tuple[tuple[Period, ...], tuple[float, ...]]
 
 
-def _plain_add_maker() -> Callable[[tuple[Period, ...], str, Bucket], Activity]:
-    """``lambda periods, id, bucket: Activity(periods, id, bucket, None, None)``, made
+def _plain_add_maker() -> Callable[[_Periods, str, Bucket], Activity]:
+    """``lambda periods, id, bucket: Activity(*periods, id, bucket, None, None)``, made
     twice as fast: a frozen dataclass's ``__init__`` sets each field through
     ``object.__setattr__``; its slots can be set directly. This runs once per event of a
     batch. Falls back to the plain constructor if ``Activity`` ever stops having slots."""
-    fields = ("periods", "id", "bucket", "old_id", "old_bucket")
+    fields = ("periods", "ends", "id", "bucket", "old_id", "old_bucket")
     found = [getattr(getattr(Activity, name, None), "__set__", None) for name in fields]
     setters = [setter for setter in found if callable(setter)]
     if len(setters) != len(fields):
-        return lambda periods, id, bucket: Activity(periods, id, bucket, None, None)
-    set_periods, set_id, set_bucket, set_old_id, set_old_bucket = setters
+        return lambda periods, id, bucket: Activity(*periods, id, bucket, None, None)
+    set_periods, set_ends, set_id, set_bucket, set_old_id, set_old_bucket = setters
     new = object.__new__
 
-    def plain_add(periods: tuple[Period, ...], id: str, bucket: Bucket) -> Activity:
+    def plain_add(periods: _Periods, id: str, bucket: Bucket) -> Activity:
         activity: Activity = new(Activity)
-        set_periods(activity, periods)
+        set_periods(activity, periods[0])
+        set_ends(activity, periods[1])
         set_id(activity, id)
         set_bucket(activity, bucket)
         set_old_id(activity, None)
@@ -67,7 +70,7 @@ class ActivityChecker:
         self.kinds = kinds
         self.timezone = timezone
         self._buckets: set[Bucket] = {None}
-        self._periods: dict[datetime.date, tuple[Period, ...]] = {}
+        self._periods: dict[datetime.date, _Periods] = {}
 
     def activity(
         self,
@@ -98,8 +101,12 @@ class ActivityChecker:
         if found is None:
             if len(self._periods) >= _CACHE_LIMIT:
                 self._periods = {}
-            found = self._periods[day] = tuple(Period.containing(k, day) for k in self.kinds)
-        return Activity(found, id, bucket, None, None)  # type: ignore[arg-type]
+            found = self._periods[day] = self._periods_of(day)
+        return Activity(*found, id, bucket, None, None)  # type: ignore[arg-type]
+
+    def _periods_of(self, day: datetime.date) -> _Periods:
+        periods = tuple(Period.containing(kind, day) for kind in self.kinds)
+        return periods, arguments.period_ends(periods, self.timezone)
 
     def extend(
         self, pending: PendingEvents, events: Iterator[Event], first_index: int, limit: int

@@ -1,26 +1,46 @@
-"""The Redis key schema: every key this library reads or writes is named here.
+"""The Redis key schema: every key this library reads or writes, and what its values hold.
 
-Per period (``P`` is its tag, e.g. ``d2024-01-31``) and bucket (``B`` is its encoding)::
+Per period (``P`` is its tag, e.g. ``d2024-01-31``) and bucket (``B`` is its code)::
 
-    {prefix}:{P}:hll:B      HyperLogLog of every id added to bucket B in period P
-    {prefix}:{P}:out:B      set: ids moved out of B (in the HLL, not in the bucket)
-    {prefix}:{P}:back:B     set: ids tracked in B after they were first moved in P
-    {prefix}:{P}:moved      set: every id moved out of any bucket in P
-    {prefix}:{P}:buckets    set: encodings of the buckets tracked in P
-    {prefix}:{P}:left       set: encodings of the buckets ids were moved out of in P
-    {prefix}:{P}:counts     hash: bucket encoding -> collapsed count (kept for good)
+    {prefix}:{P}:reg      hash: the period's registry (below)              expires at D
+    {prefix}:{P}:hll:B    HyperLogLog: every id added to B, or moved out   expires at D
+                          of it; for an aggregate, the union of its sources
+    {prefix}:{P}:chg      hash: the id-change records (below)              expires at D
+    {prefix}:{P}:counts   hash: collapsed counts                           kept for good
 
 ``{P}`` is a Redis Cluster hash tag: all keys of one period live in one slot, so the scripts
-and multi-key commands of one period work on a cluster.
+and multi-key commands of one period work on a cluster. Every raw key (all but ``counts``)
+expires at the period's deadline D, fixed by the period's first write (see :func:`deadline`).
 
-Bucket names are encoded injectively: the default bucket ``None`` is ``default`` and a str
-bucket ``b`` is ``b:`` followed by ``b`` percent-encoded as UTF-8 with every byte outside
-``[A-Za-z0-9_.~-]`` escaped. So ``:``, ``{``, ``}``, spaces and unicode never reach a key
-name, and no two (period, bucket) pairs share a key.
+Bucket codes are injective: the default bucket ``None`` is ``default`` and a str bucket ``b``
+is ``b:`` followed by ``b`` percent-encoded as UTF-8 with every byte outside
+``[A-Za-z0-9_.~-]`` escaped. So ``:``, ``{``, ``}``, spaces, unicode and newlines never reach a
+key name or a registry value, and no two (period, bucket) pairs share a key.
+
+``reg`` fields: ``<code>`` -> a raw bucket's state ``index * 2 + tracked`` (``tracked`` is 1
+once ids were added to it; ``index`` >= 1 names it in the change records, 0 until it first
+appears in one), or an aggregate's definition ``a`` + its source codes joined by newlines;
+``@deadline`` -> D (epoch seconds); ``@next`` -> the last index handed out; ``@moved`` -> how
+many distinct id hashes have records (absent: none); ``@out:<index>`` -> how many ids' last
+operation on that bucket is a move out (its exact correction).
+
+``chg`` fields: the shard of an id hash (``"0"`` .. ``"1023"``) -> 10-byte records, each the
+8-byte hash and a big-endian uint16 ``index * 2 + flag`` (:data:`OUT` or :data:`BACK`). An id
+has one record per bucket it touched since its first move in the period.
+
+``counts`` fields: ``<code>`` -> ``"<count>,<estimate>"`` (the estimate is that of the sketch
+the count came from; a plain ``"<count>"`` written by 1.x reads as count = estimate);
+``@measured`` -> the server time (microseconds) of the measurement stored; ``@expires`` -> D.
+
+The Lua scripts read these field names themselves (passing them would cost every call):
+``track.lua``, ``track_many.lua``, ``collapse.lua`` and ``store.lua`` spell them as here.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+from collections.abc import Iterator
 from urllib.parse import quote, unquote
 
 from .periods import Period
@@ -29,9 +49,28 @@ Bucket = str | None
 
 DEFAULT_BUCKET_CODE = "default"
 _STR_BUCKET_MARK = "b:"
-# A counts-hash field no bucket encoding can produce: when the raw sketches expire.
-# track.lua and track_many.lua read it by this name (passing it would cost every track()).
-SKETCHES_EXPIRE_FIELD = "@expires"
+
+#: ``reg`` fields (no bucket code starts with ``@``).
+DEADLINE_FIELD = "@deadline"
+NEXT_INDEX_FIELD = "@next"
+MOVED_FIELD = "@moved"
+OUT_FIELD_PREFIX = "@out:"
+#: An aggregate's ``reg`` value starts with this (a raw bucket's is a number).
+AGGREGATE_MARK = "a"
+#: Buckets with id changes in one period get indices 1..MAX_INDEX.
+MAX_INDEX = 65535
+
+#: ``counts`` fields.
+MEASURED_FIELD = "@measured"
+EXPIRES_FIELD = "@expires"
+
+#: The flag of a change record: the id's last operation on the bucket is a move out ...
+OUT = 0
+#: ... or an add after its first move in the period.
+BACK = 1
+SHARDS = 1024
+HASH_SIZE = 8
+RECORD_SIZE = HASH_SIZE + 2
 
 
 def encode_bucket(bucket: Bucket) -> str:
@@ -69,6 +108,38 @@ def check_prefix(prefix: object) -> str:
     return prefix
 
 
+def id_hash(id: str) -> bytes:
+    """The 8-byte hash an id is recorded by in the change records (every backend uses it).
+
+    Two distinct ids changed in one period share a hash with probability about n²/2^65 for
+    n such ids (2.7e-8 at a million)."""
+    return hashlib.blake2b(id.encode("utf-8"), digest_size=HASH_SIZE).digest()
+
+
+def shard_of(hash: bytes) -> int:
+    """The ``chg`` field holding the records of an id hash (track.lua computes it the same)."""
+    return (hash[0] * 256 + hash[1]) % SHARDS
+
+
+def encode_record(hash: bytes, index: int, flag: int) -> bytes:
+    """One change record: the id hash, then ``index * 2 + flag`` as a big-endian uint16."""
+    return hash + (index * 2 + flag).to_bytes(2, "big")
+
+
+def decode_records(blob: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """``(hash, index, flag)`` for each record of a ``chg`` value."""
+    for at in range(0, len(blob) - RECORD_SIZE + 1, RECORD_SIZE):
+        value = blob[at + HASH_SIZE] * 256 + blob[at + HASH_SIZE + 1]
+        yield blob[at : at + HASH_SIZE], value // 2, value % 2
+
+
+def deadline(period_end: float, now: float, retention: int) -> int:
+    """D, the moment every raw key of a period expires, as a period's first write proposes
+    it: ``retention`` seconds after the later of the period's end and now (so live tracking
+    gives a period's keys period_end + retention, and a backfill ``retention`` from now)."""
+    return math.ceil(max(period_end, now) + retention)
+
+
 class KeySchema:
     """Names the keys of one tracker (one prefix)."""
 
@@ -78,31 +149,19 @@ class KeySchema:
     def _period_key(self, period: Period, name: str) -> str:
         return f"{self.prefix}:{{{period.tag}}}:{name}"
 
+    def reg(self, period: Period) -> str:
+        return self._period_key(period, "reg")
+
+    def chg(self, period: Period) -> str:
+        return self._period_key(period, "chg")
+
+    def hll_prefix(self, period: Period) -> str:
+        """What the sketch keys of a period start with: collapse.lua names the sketches of
+        the buckets it finds in the registry by appending their codes to it."""
+        return self._period_key(period, "hll:")
+
     def hll(self, period: Period, bucket_code: str) -> str:
-        return self._period_key(period, "hll:" + bucket_code)
-
-    def moved_out(self, period: Period, bucket_code: str) -> str:
-        return self._period_key(period, "out:" + bucket_code)
-
-    def tracked_back(self, period: Period, bucket_code: str) -> str:
-        return self._period_key(period, "back:" + bucket_code)
-
-    def bucket_keys(self, period: Period, bucket_code: str) -> tuple[str, str, str]:
-        """The HLL and the two correction sets of one bucket: what a bucket is made of."""
-        return (
-            self.hll(period, bucket_code),
-            self.moved_out(period, bucket_code),
-            self.tracked_back(period, bucket_code),
-        )
-
-    def moved(self, period: Period) -> str:
-        return self._period_key(period, "moved")
-
-    def buckets(self, period: Period) -> str:
-        return self._period_key(period, "buckets")
-
-    def left(self, period: Period) -> str:
-        return self._period_key(period, "left")
+        return self.hll_prefix(period) + bucket_code
 
     def counts(self, period: Period) -> str:
         return self._period_key(period, "counts")

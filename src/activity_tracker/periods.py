@@ -187,3 +187,13 @@ def local_date(value: object, timezone: datetime.tzinfo | None, argument: str) -
     raise TypeError(
         f"{argument} must be a datetime.date or datetime.datetime, not {type(value).__name__}"
     )
+
+
+def end_epoch(period: Period, timezone: datetime.tzinfo | None) -> float:
+    """The epoch seconds of the first instant after ``period`` in ``timezone`` (local time
+    when ``None``): where the period's raw keys start counting their retention."""
+    try:
+        end = period.end
+    except (OverflowError, ValueError):  # the period holding date.max: it never ends
+        return datetime.datetime.max.replace(tzinfo=datetime.timezone.utc).timestamp()
+    return datetime.datetime.combine(end, datetime.time(), tzinfo=timezone).timestamp()

@@ -5,15 +5,18 @@ from __future__ import annotations
 import datetime
 import importlib
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any, Literal, cast, overload
 
 from . import arguments
+from .arguments import DEFAULT_RETENTION
 from .backends.base import AsyncBackend, Backend
 from .batch import DEFAULT_MAX_EVENTS, ActivityChecker, AsyncBatch, Batch, Event
+from .corrections import Estimate
 from .keys import Bucket
 from .periods import DAILY, MONTHLY, WEEKLY, YEARLY, resolve_timezone
 
 Row = tuple[datetime.date, dict[Bucket, int]]
+ErrorRow = tuple[datetime.date, dict[Bucket, Estimate]]
 
 _BUILTIN_BACKENDS = {
     "redis": (
@@ -27,9 +30,14 @@ _BUILTIN_BACKENDS = {
 }
 
 
-def _load_backend(backend: object, options: dict[str, Any], kind: type, asyncio: bool) -> object:
-    """The backend instance for ``backend=``: a built-in name, a dotted class path, or an
-    instance of ``kind`` (which then takes no options)."""
+def _load_backend(
+    backend: object, retention: object, options: dict[str, Any], kind: type, asyncio: bool
+) -> object:
+    """The backend instance for ``backend=``: a built-in name (given ``retention``), a dotted
+    class path (given ``retention`` if it is not the default), or an instance of ``kind``
+    (which then takes no options)."""
+    if retention is not DEFAULT_RETENTION:
+        options = {**options, "retention": arguments.retention_seconds(retention)}
     if isinstance(backend, kind):
         if options:
             raise TypeError(f"options {sorted(options)} cannot be used with a backend instance")
@@ -47,10 +55,13 @@ def _load_backend(backend: object, options: dict[str, Any], kind: type, asyncio:
                 f"{', '.join(_BUILTIN_BACKENDS)} or a dotted class path"
             )
         path = _BUILTIN_BACKENDS[backend][asyncio]
+        options = {"retention": arguments.retention_seconds(retention), **options}
     module_name, _, class_name = path.rpartition(".")
     try:
         backend_class = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
+        if path != backend:  # a built-in backend: its ImportError names the extra it needs
+            raise
         raise ValueError(f"backend: cannot import {path!r}: {exc}") from exc
     instance = backend_class(**options)
     if not isinstance(instance, kind):
@@ -122,8 +133,10 @@ class _Tracker:
         )
 
     def _lookup_job(
-        self, period: object, start: object, end: object, buckets: object
+        self, period: object, start: object, end: object, buckets: object, with_error: object
     ) -> arguments.LookupJob:
+        if not isinstance(with_error, bool):
+            raise TypeError(f"with_error must be True or False, not {type(with_error).__name__}")
         return arguments.lookup_job(period, self.timezone, start, end, buckets)
 
 
@@ -132,15 +145,19 @@ class ActivityTracker(_Tracker):
     memory.
 
     ``periods``: the PERIOD_* constants tracked and collapsed by default (``[PERIOD_DAILY]``).
-    ``backend``: ``"redis"`` (default), ``"memory"``, a dotted class path, or a
-    :class:`~activity_tracker.backends.base.Backend` instance. ``timezone``: an IANA name or a
-    tzinfo deciding which day "today" and aware datetimes fall on (default: local time).
+    ``backend``: ``"redis"`` (default), ``"memory"`` (the ``memory`` extra), a dotted class
+    path, or a :class:`~activity_tracker.backends.base.Backend` instance. ``timezone``: an IANA
+    name or a tzinfo deciding which day "today" and aware datetimes fall on (default: local time).
+    ``retention``: how long a period's raw data (sketches, id-change records) lives after the
+    later of the period's end and its first write, for collapses and later aggregates (a
+    timedelta or seconds, default 35 days; every raw key expires, so ``None`` is refused).
     Other keyword options go to the backend; for Redis: ``url``, ``client``, ``host``,
-    ``port``, ``db``, ``socket_timeout``, ``prefix``, ``retention``.
+    ``port``, ``db``, ``socket_connect_timeout`` and ``socket_timeout`` (default 2 s and 5 s,
+    see :mod:`activity_tracker.timeouts`), ``prefix``.
 
-    Counts are HyperLogLog estimates with a standard error of about 0.81% (small sets nearly
-    always exact), corrected exactly for id changes; see the README for the one documented
-    imprecision of aggregates.
+    Counts are HyperLogLog estimates with a standard error of about 0.81% of what their
+    sketch holds (small sets nearly always exact), corrected exactly for id changes; see the
+    README ("Accuracy") for the documented imprecisions of aggregates.
     """
 
     def __init__(
@@ -149,10 +166,13 @@ class ActivityTracker(_Tracker):
         backend: str | Backend = "redis",
         *,
         timezone: str | datetime.tzinfo | None = None,
+        retention: datetime.timedelta | float = DEFAULT_RETENTION,
         **options: Any,
     ) -> None:
         super().__init__(periods, timezone)
-        self.backend = cast(Backend, _load_backend(backend, options, Backend, asyncio=False))
+        self.backend = cast(
+            Backend, _load_backend(backend, retention, options, Backend, asyncio=False)
+        )
 
     def close(self) -> None:
         """Release the backend's connections (a client passed in with ``client=`` stays open)."""
@@ -178,7 +198,10 @@ class ActivityTracker(_Tracker):
         With ``old_id`` (and ``old_bucket``), the id changed: ``old_id`` is first removed from
         ``old_bucket``, then ``id`` added to ``bucket``, in every period. Ids are compared as
         text (``123`` and ``"123"`` are one id). ``old_bucket`` without ``old_id`` is ignored.
-        One round trip to Redis whatever the number of periods.
+        One round trip to Redis whatever the number of periods; safe to retry (tracking the
+        same thing twice changes nothing). A bucket that is an aggregate in one of the
+        periods (made by :meth:`collapse`) is refused with
+        :class:`~activity_tracker.AggregateBucketError` and nothing is written.
         """
         self.backend.track(self._activity(periods, id, bucket, old_id, old_bucket, date))
 
@@ -215,11 +238,39 @@ class ActivityTracker(_Tracker):
 
         ``buckets=None`` collapses every bucket tracked in the period. ``aggregate_buckets``
         maps a new bucket name to the buckets whose union it counts. Running it again gives the
-        same counts, and picks up late events while the raw sketches are kept (``retention``).
+        same counts, and picks up late events while the raw data is kept (``retention``).
+
+        A period that fails (an aggregate named like one of its buckets, a key holding someone
+        else's data) is left as it was; every other period is stored, then one
+        :class:`~activity_tracker.CollapseError` names each failed period and its cause (a
+        :class:`~activity_tracker.CollapseValueError`, also a ``ValueError``, when all are
+        aggregate names). Concurrent collapses never store counts measured earlier over
+        counts measured later.
         """
         self.backend.collapse(
             self._collapse_job(periods, date, max_periods, buckets, aggregate_buckets)
         )
+
+    @overload
+    def lookup(
+        self,
+        period: str = ...,
+        start: datetime.date | None = ...,
+        end: datetime.date | None = ...,
+        buckets: Iterable[Bucket] | None = ...,
+        with_error: Literal[False] = ...,
+    ) -> list[Row]: ...
+
+    @overload
+    def lookup(
+        self,
+        period: str = ...,
+        start: datetime.date | None = ...,
+        end: datetime.date | None = ...,
+        buckets: Iterable[Bucket] | None = ...,
+        *,
+        with_error: Literal[True],
+    ) -> list[ErrorRow]: ...
 
     def lookup(
         self,
@@ -227,16 +278,20 @@ class ActivityTracker(_Tracker):
         start: datetime.date | None = None,
         end: datetime.date | None = None,
         buckets: Iterable[Bucket] | None = None,
-    ) -> list[Row]:
+        with_error: bool = False,
+    ) -> list[Row] | list[ErrorRow]:
         """Counts of every ``period`` lying wholly inside ``[start, end)``, oldest first, as
         ``[(first_day, {bucket: count}), ...]``.
 
         ``end`` defaults to today and ``start`` to 365 days before ``end``. Missing counts read
         0; with ``buckets=None`` every row carries every bucket with a count in the range.
-        Each count is an estimate with a standard error of about 0.81%.
+        Each count is an estimate: ``with_error=True`` gives each as an
+        :class:`~activity_tracker.Estimate` ``(count, stderr)`` instead, ``stderr`` being the
+        standard error of the sketch (or union) the count came from; a missing count reads
+        ``Estimate(0, 0.0)``. Show ``count ± 2 * stderr`` to people.
         """
-        job = self._lookup_job(period, start, end, buckets)
-        return arguments.lookup_rows(job, self.backend.lookup(job))
+        job = self._lookup_job(period, start, end, buckets, with_error)
+        return arguments.lookup_rows(job, self.backend.lookup(job), with_error)
 
 
 class AsyncActivityTracker(_Tracker):
@@ -252,11 +307,12 @@ class AsyncActivityTracker(_Tracker):
         backend: str | AsyncBackend = "redis",
         *,
         timezone: str | datetime.tzinfo | None = None,
+        retention: datetime.timedelta | float = DEFAULT_RETENTION,
         **options: Any,
     ) -> None:
         super().__init__(periods, timezone)
         self.backend = cast(
-            AsyncBackend, _load_backend(backend, options, AsyncBackend, asyncio=True)
+            AsyncBackend, _load_backend(backend, retention, options, AsyncBackend, asyncio=True)
         )
 
     async def close(self) -> None:
@@ -304,13 +360,35 @@ class AsyncActivityTracker(_Tracker):
             self._collapse_job(periods, date, max_periods, buckets, aggregate_buckets)
         )
 
+    @overload
+    async def lookup(
+        self,
+        period: str = ...,
+        start: datetime.date | None = ...,
+        end: datetime.date | None = ...,
+        buckets: Iterable[Bucket] | None = ...,
+        with_error: Literal[False] = ...,
+    ) -> list[Row]: ...
+
+    @overload
+    async def lookup(
+        self,
+        period: str = ...,
+        start: datetime.date | None = ...,
+        end: datetime.date | None = ...,
+        buckets: Iterable[Bucket] | None = ...,
+        *,
+        with_error: Literal[True],
+    ) -> list[ErrorRow]: ...
+
     async def lookup(
         self,
         period: str = DAILY,
         start: datetime.date | None = None,
         end: datetime.date | None = None,
         buckets: Iterable[Bucket] | None = None,
-    ) -> list[Row]:
+        with_error: bool = False,
+    ) -> list[Row] | list[ErrorRow]:
         """See :meth:`ActivityTracker.lookup`."""
-        job = self._lookup_job(period, start, end, buckets)
-        return arguments.lookup_rows(job, await self.backend.lookup(job))
+        job = self._lookup_job(period, start, end, buckets, with_error)
+        return arguments.lookup_rows(job, await self.backend.lookup(job), with_error)

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 
 from ..arguments import Activity, CollapseJob, LookupJob
+from ..corrections import Estimate
 from ..keys import Bucket
 
 
@@ -18,7 +19,10 @@ class Backend(ABC):
 
     @abstractmethod
     def track(self, activity: Activity) -> None:
-        """Record one activity in each of its periods, in one round trip where there is one."""
+        """Record one activity in each of its periods, in one round trip where there is one;
+        raise :class:`~activity_tracker.errors.AggregateBucketError` before writing if its
+        bucket (or old bucket) is an aggregate in one of them. Every raw datum of a period
+        expires at the deadline its first write fixed (``keys.deadline``)."""
 
     def track_many(self, activities: Iterable[Activity]) -> None:
         """Record activities with the result of calling :meth:`track` on each in order (the
@@ -28,13 +32,15 @@ class Backend(ABC):
 
     @abstractmethod
     def collapse(self, job: CollapseJob) -> None:
-        """Store the counts of the job's periods; raise ``ValueError`` before writing if an
-        aggregate is named like a bucket tracked in one of them."""
+        """Store the counts (and their sketches' estimates) of the job's periods; a period
+        that fails (an aggregate named like a bucket of that period, someone else's data)
+        is left as it was, and once every other period is stored, one
+        :class:`~activity_tracker.errors.CollapseError` names them all."""
 
     @abstractmethod
-    def lookup(self, job: LookupJob) -> list[Mapping[Bucket, int]]:
-        """The stored counts of each of the job's periods (only the requested buckets, or all
-        when ``job.buckets`` is None); a bucket with no count is left out."""
+    def lookup(self, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
+        """The stored estimates of each of the job's periods (only the requested buckets, or
+        all when ``job.buckets`` is None); a bucket with no count is left out."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections or files held by the backend."""
@@ -57,7 +63,7 @@ class AsyncBackend(ABC):
         """See :meth:`Backend.collapse`."""
 
     @abstractmethod
-    async def lookup(self, job: LookupJob) -> list[Mapping[Bucket, int]]:
+    async def lookup(self, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
         """See :meth:`Backend.lookup`."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default

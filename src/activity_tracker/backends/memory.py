@@ -1,39 +1,46 @@
 """The in-process backend ``memory``: no server, for tests of applications and for notebooks.
 
-It mirrors the Redis backend structure for structure (see :mod:`activity_tracker.keys` and
-``resources/*.lua``), so that it gives the counts Redis gives, the documented aggregate
-imprecision included. Per period:
+It mirrors the Redis layout (see :mod:`activity_tracker.keys` and ``resources/*.lua``) with
+the same pure functions, so that it gives the counts Redis gives, the documented aggregate
+imprecisions included. Per period:
 
-- per bucket (and per aggregate) a :class:`_Sketch`: a ``datasketch`` HyperLogLog with Redis's
-  precision (p=14, 16,384 registers, 64-bit hashes), the exact set ``out`` of ids moved out
-  (in the HLL, not in the bucket) and the exact set ``back`` of ids tracked in the bucket after
-  their first move in the period;
-- ``moved``: every id moved out of any bucket in the period;
-- ``registry``: the buckets tracked in the period (what ``collapse(buckets=None)`` measures);
-- ``left``: the buckets ids were moved out of (no aggregate may take their names);
-- ``counts``: the collapsed counts.
+- a registry: per raw bucket whether ids were added to it and whether it has change records;
+  per aggregate made by collapse, its sources;
+- per bucket (and per aggregate) a ``datasketch`` HyperLogLog with Redis's precision (p=14,
+  16,384 registers, 64-bit hashes) of every id added to it or moved out of it;
+- the change records: id hash (:func:`~activity_tracker.keys.id_hash`) -> {bucket: OUT or
+  BACK}, and per bucket the exact number of its OUT records;
+- the deadline D at which all of that expires (lazily, by the clock), fixed by the period's
+  first write as on Redis;
+- the collapsed counts with their sketch estimates, kept for good.
 
-A count is :func:`~activity_tracker.corrections.corrected_count` of the HLL estimate (rounded
-to an int) and the size of ``out``, as on Redis.
-
-Everything lives in this process's memory and nothing expires: there is no ``retention``, raw
-sketches are kept until the backend is garbage-collected (each costs 16 KiB plus its
-side-sets). A forked child works on its own copy.
+A count is :func:`~activity_tracker.corrections.corrected_count` of the sketch estimate
+(rounded to an int) and the corrections, as on Redis. Everything lives in this process's
+memory; a forked child works on its own copy.
 """
 
 from __future__ import annotations
 
-import hashlib
+import datetime
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from datasketch import HyperLogLogPlusPlus
+try:
+    from datasketch import HyperLogLogPlusPlus
+except ImportError as exc:  # the light install leaves it out (it brings numpy and scipy)
+    raise ModuleNotFoundError(
+        "the memory backend needs datasketch, which is not installed: "
+        "pip install 'activity-tracker[memory]'",
+        name="datasketch",
+    ) from exc
 
-from ..arguments import Activity, CollapseJob, LookupJob
-from ..corrections import corrected_count
-from ..keys import Bucket, bucket_order
+from ..arguments import DEFAULT_RETENTION, Activity, CollapseJob, LookupJob, retention_seconds
+from ..corrections import Estimate, corrected_count, estimate, union_subtracted
+from ..errors import AggregateBucketError, StorageError, collapse_error
+from ..keys import BACK, MAX_INDEX, OUT, Bucket, bucket_order, deadline, id_hash
 from ..periods import Period
 from .base import AsyncBackend, Backend
 
@@ -42,9 +49,9 @@ PRECISION = 14
 
 
 def hash64(id: str) -> int:
-    """The 64-bit hash of an id: the same in every process (unlike the salted ``hash()``)."""
-    digest = hashlib.blake2b(id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+    """The 64-bit hash of an id for the sketches: the same in every process (unlike the
+    salted ``hash()``), from the same digest as the change records' id hash."""
+    return int.from_bytes(id_hash(id), "little")
 
 
 def new_hll() -> HyperLogLogPlusPlus:
@@ -57,146 +64,260 @@ def new_hll() -> HyperLogLogPlusPlus:
     return HyperLogLogPlusPlus(p=PRECISION, hashfunc=hash64)
 
 
-def estimate(hll: HyperLogLogPlusPlus) -> int:
+def sketch_estimate(hll: HyperLogLogPlusPlus) -> int:
     """The sketch's estimate as an int, as Redis's ``PFCOUNT`` gives it."""
     return round(float(hll.count()))
 
 
 @dataclass(slots=True)
-class _Sketch:
-    """One bucket (or aggregate) of one period: what Redis keeps as its hll/out/back keys."""
+class _Raw:
+    """A raw bucket's registry entry (Redis: ``index * 2 + tracked``)."""
 
-    hll: HyperLogLogPlusPlus = field(default_factory=new_hll)
-    out: set[str] = field(default_factory=set)
-    back: set[str] = field(default_factory=set)
-
-    def count(self) -> int:
-        return corrected_count(estimate(self.hll), len(self.out))
+    tracked: bool = False
+    indexed: bool = False
 
 
 @dataclass(slots=True)
 class _PeriodData:
-    """Everything kept for one period: its sketches, side-sets, bucket registry and counts."""
+    """The raw data of one period, all expiring at ``deadline``."""
 
-    moved: set[str] = field(default_factory=set)
-    registry: set[Bucket] = field(default_factory=set)
-    left: set[Bucket] = field(default_factory=set)
-    sketches: dict[Bucket, _Sketch] = field(default_factory=dict)
-    counts: dict[Bucket, int] = field(default_factory=dict)
+    deadline: float
+    registry: dict[Bucket, _Raw | tuple[Bucket, ...]] = field(default_factory=dict)
+    sketches: dict[Bucket, HyperLogLogPlusPlus] = field(default_factory=dict)
+    records: dict[bytes, dict[Bucket, int]] = field(default_factory=dict)
+    out: dict[Bucket, int] = field(default_factory=dict)
+    indexed: int = 0
 
-    def sketch(self, bucket: Bucket) -> _Sketch:
+    def sketch(self, bucket: Bucket) -> HyperLogLogPlusPlus:
         found = self.sketches.get(bucket)
         if found is None:
-            found = self.sketches[bucket] = _Sketch()
+            found = self.sketches[bucket] = new_hll()
         return found
+
+    def raw(self, bucket: Bucket) -> _Raw:
+        entry = self.registry.get(bucket)
+        if not isinstance(entry, _Raw):
+            entry = self.registry[bucket] = _Raw()
+        return entry
+
+    def index(self, bucket: Bucket, period: Period) -> None:
+        """Give the bucket change records (Redis: an index, of which there are 65535)."""
+        entry = self.raw(bucket)
+        if not entry.indexed:
+            if self.indexed >= MAX_INDEX:
+                raise StorageError(
+                    f"more than {MAX_INDEX} buckets with id changes in the {period.kind} "
+                    f"period of {period.start}"
+                )
+            entry.indexed = True
+            self.indexed += 1
+
+
+@dataclass(slots=True)
+class _Counts:
+    """The collapsed counts of one period: bucket -> (count, sketch estimate)."""
+
+    values: dict[Bucket, tuple[int, int]] = field(default_factory=dict)
+    expires: float = float("inf")
 
 
 class MemoryBackend(Backend):
-    """Sketches, side-sets and counts in this process, with the semantics of the Redis backend.
+    """Sketches, change records and counts in this process, with the semantics of the Redis
+    backend.
 
     Thread-safe: one lock serialises every call, so each call is atomic as a script call is on
-    Redis. No options; no retention (nothing ever expires); data does not outlive the object.
+    Redis. Option: ``retention`` (a timedelta or seconds, default 35 days), as on Redis: a
+    period's raw data is dropped ``retention`` after the later of its end and its first write.
     """
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(
+        self, retention: datetime.timedelta | float = DEFAULT_RETENTION, **options: Any
+    ) -> None:
         if options:
             raise TypeError(
-                f"the memory backend takes no options, got {', '.join(sorted(options))}"
+                f"the memory backend takes no option {', '.join(sorted(options))} (only retention)"
             )
+        self.retention = retention_seconds(retention)
         self._lock = threading.Lock()
         self._periods: dict[Period, _PeriodData] = {}
+        self._counts: dict[Period, _Counts] = {}
 
-    def _period(self, period: Period) -> _PeriodData:
+    def _live(self, period: Period, now: float) -> _PeriodData | None:
+        """The period's raw data, unless it expired (then it is dropped)."""
         data = self._periods.get(period)
-        if data is None:
-            data = self._periods[period] = _PeriodData()
+        if data is not None and data.deadline <= now:
+            del self._periods[period]
+            return None
         return data
 
     def track(self, activity: Activity) -> None:
         with self._lock:
-            self._record(activity)
+            now = time.time()
+            self._refuse(activity, now)
+            self._record(activity, now)
 
     def track_many(self, activities: Iterable[Activity]) -> None:
-        """Record the activities in order, atomically (one lock for all of them)."""
+        """Record the activities in order, atomically (one lock for all of them); a refused
+        one (into an aggregate) raises before any of them is recorded."""
         pending = list(activities)  # outside the lock: a generator may do anything
         with self._lock:
+            now = time.time()
             for activity in pending:
-                self._record(activity)
+                self._refuse(activity, now)
+            for activity in pending:
+                self._record(activity, now)
 
-    def _record(self, activity: Activity) -> None:
+    def _refuse(self, activity: Activity, now: float) -> None:
+        """Raise, as track.lua's first pass does, if the activity cannot be recorded."""
+        for period in activity.periods:
+            data = self._live(period, now)
+            if data is None:
+                continue
+            for argument, bucket, given in (
+                ("bucket", activity.bucket, activity.id),
+                ("old_bucket", activity.old_bucket, activity.old_id),
+            ):
+                if given is not None and isinstance(data.registry.get(bucket), tuple):
+                    raise AggregateBucketError.tracked_into(argument, bucket, period)
+
+    def _record(self, activity: Activity, now: float) -> None:
         """What ``track.lua`` does, period by period: the move out first, then the add."""
         new_id, old_id = activity.id, activity.old_id
-        for period in activity.periods:
-            data = self._period(period)
+        for period, end in zip(activity.periods, activity.ends, strict=True):
+            data = self._live(period, now)
+            if data is None:
+                data = self._periods[period] = _PeriodData(deadline(end, now, self.retention))
             if old_id is not None:
-                old = data.sketch(activity.old_bucket)
-                # Into the HLL too, so that "out" stays a subset of what the HLL counts.
-                old.hll.update(old_id)
-                data.moved.add(old_id)
-                data.left.add(activity.old_bucket)
-                old.out.add(old_id)
-                old.back.discard(old_id)
+                self._move_out(data, period, old_id, activity.old_bucket)
             if new_id is not None:
-                sketch = data.sketch(activity.bucket)
-                sketch.hll.update(new_id)
-                data.registry.add(activity.bucket)
-                if new_id in data.moved:
-                    sketch.out.discard(new_id)
-                    sketch.back.add(new_id)
+                self._add(data, period, new_id, activity.bucket)
+
+    @staticmethod
+    def _move_out(data: _PeriodData, period: Period, id: str, bucket: Bucket) -> None:
+        data.sketch(bucket).update(id)  # so that every corrected id is inside the sketch
+        data.index(bucket, period)
+        records = data.records.setdefault(id_hash(id), {})
+        if records.get(bucket) != OUT:
+            records[bucket] = OUT
+            data.out[bucket] = data.out.get(bucket, 0) + 1
+
+    @staticmethod
+    def _add(data: _PeriodData, period: Period, id: str, bucket: Bucket) -> None:
+        data.sketch(bucket).update(id)
+        data.raw(bucket).tracked = True
+        records = data.records.get(id_hash(id)) if data.records else None
+        if records:  # moved in the period: its record for the bucket is BACK
+            data.index(bucket, period)
+            if records.get(bucket) == OUT:
+                data.out[bucket] -= 1
+            records[bucket] = BACK
 
     def collapse(self, job: CollapseJob) -> None:
         with self._lock:
-            # Periods with nothing tracked are skipped: every count reads 0 without a store.
-            todo = [
-                (period, data)
-                for period, data in ((p, self._periods.get(p)) for p in job.periods)
-                if data is not None and data.registry
-            ]
-            # Check every period before writing to any, as the Redis backend does.
-            for period, data in todo:
-                for name, _ in job.aggregates:
-                    if name in data.registry or name in data.left:
-                        raise ValueError(
-                            f"aggregate_buckets: {name!r} is a bucket used in the "
-                            f"{period.kind} period of {period.start}; an aggregate needs a "
-                            "name of its own"
-                        )
-            for _, data in todo:
-                self._collapse_period(data, job)
+            now = time.time()
+            failures: list[tuple[Period, Exception]] = []
+            for period in job.periods:
+                counts = self._counts.get(period)
+                if counts is not None and counts.expires <= now:
+                    continue  # its raw data is gone: the counts are final
+                data = self._live(period, now)
+                if data is None:
+                    continue  # nothing was written: every count reads 0 without a store
+                try:
+                    values = self._measure(period, data, job)
+                except AggregateBucketError as exc:
+                    failures.append((period, exc))
+                    continue
+                counts = self._counts.setdefault(period, _Counts())
+                counts.values.update(values)
+                counts.expires = data.deadline
+            if failures:
+                raise collapse_error(failures) from failures[0][1]
 
     @staticmethod
-    def _collapse_period(data: _PeriodData, job: CollapseJob) -> None:
-        """What ``collapse.lua`` and the counts it stores do for one period."""
-        measured = sorted(data.registry, key=bucket_order) if job.buckets is None else job.buckets
-        counts: dict[Bucket, int] = {}
+    def _measure(
+        period: Period, data: _PeriodData, job: CollapseJob
+    ) -> dict[Bucket, tuple[int, int]]:
+        """What ``collapse.lua`` (and the corrections computed from its reply) does for one
+        period: nothing is changed if it raises."""
+        registry = data.registry
+        for name, _ in job.aggregates:
+            if isinstance(registry.get(name), _Raw):
+                raise AggregateBucketError.named_like_a_bucket(name, period)
+        if job.buckets is None:
+            measured = sorted(
+                (b for b, e in registry.items() if isinstance(e, _Raw) and e.tracked),
+                key=bucket_order,
+            )
+        else:
+            measured = list(job.buckets)
+        aggregates: list[tuple[Bucket, tuple[Bucket, ...]]] = []
+        values: dict[Bucket, tuple[int, int]] = {}
         for bucket in measured:
-            sketch = data.sketches.get(bucket)
-            counts[bucket] = 0 if sketch is None else sketch.count()
-        for name, sources in job.aggregates:
-            # Built afresh from the sources' current sketches, so a re-collapse reflects them.
-            union = _Sketch()
-            parts = [data.sketches[s] for s in sources if s in data.sketches]
-            for part in parts:
-                union.hll.merge(part.hll)
-                union.back.update(part.back)
-            for part in parts:
-                union.out.update(part.out)
-            union.out.difference_update(union.back)
-            data.sketches[name] = union
-            counts[name] = union.count()
-        data.counts.update(counts)
+            entry = registry.get(bucket)
+            if isinstance(entry, tuple):  # a stored aggregate: rebuilt from its definition
+                aggregates.append((bucket, entry))
+            elif entry is None:
+                values[bucket] = (0, 0)
+            else:
+                held = sketch_estimate(data.sketch(bucket))
+                values[bucket] = (corrected_count(held, data.out.get(bucket, 0)), held)
+        aggregates += job.aggregates
 
-    def lookup(self, job: LookupJob) -> list[Mapping[Bucket, int]]:
+        definitions: dict[Bucket, tuple[Bucket, ...]] = {}
+        expanded: list[tuple[Bucket, set[Bucket]]] = []
+        for aggregate, sources in aggregates:
+            definitions[aggregate] = tuple(sources)
+            raw: set[Bucket] = set()
+            if not _expand(aggregate, registry, definitions, set(), raw):
+                raise AggregateBucketError.counting_itself(aggregate, period)
+            expanded.append((aggregate, raw))
+
+        registry.update(definitions)
+        for aggregate, raw in expanded:
+            union = new_hll()
+            for source in raw:
+                union.merge(data.sketch(source))
+            data.sketches[aggregate] = union
+            held = sketch_estimate(union)
+            restricted = {}
+            for hash, flags in data.records.items():
+                kept = {bucket: flag for bucket, flag in flags.items() if bucket in raw}
+                if kept:
+                    restricted[hash] = kept
+            values[aggregate] = (corrected_count(held, union_subtracted([restricted])), held)
+        return values
+
+    def lookup(self, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
         with self._lock:
-            rows: list[Mapping[Bucket, int]] = []
+            rows: list[Mapping[Bucket, Estimate]] = []
             for period in job.periods:
-                data = self._periods.get(period)
-                counts = {} if data is None else data.counts
-                if job.buckets is None:
-                    rows.append(dict(counts))
-                else:
-                    rows.append({b: counts[b] for b in job.buckets if b in counts})
+                counts = self._counts.get(period)
+                values = {} if counts is None else counts.values
+                wanted = values if job.buckets is None else [b for b in job.buckets if b in values]
+                rows.append({b: estimate(*values[b]) for b in wanted})
             return rows
+
+
+def _expand(
+    bucket: Bucket,
+    registry: Mapping[Bucket, _Raw | tuple[Bucket, ...]],
+    definitions: Mapping[Bucket, tuple[Bucket, ...]],
+    seen: set[Bucket],
+    raw: set[Bucket],
+) -> bool:
+    """Add the raw buckets (with data) an aggregate counts to ``raw``; False on a cycle."""
+    entry = definitions.get(bucket, registry.get(bucket))
+    if not isinstance(entry, tuple):
+        if entry is not None:
+            raw.add(bucket)
+        return True
+    if bucket in seen:
+        return False
+    seen.add(bucket)
+    found = all(_expand(source, registry, definitions, seen, raw) for source in entry)
+    seen.discard(bucket)
+    return found
 
 
 class AsyncMemoryBackend(AsyncBackend):
@@ -215,5 +336,5 @@ class AsyncMemoryBackend(AsyncBackend):
     async def collapse(self, job: CollapseJob) -> None:
         self.sync.collapse(job)
 
-    async def lookup(self, job: LookupJob) -> list[Mapping[Bucket, int]]:
+    async def lookup(self, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
         return self.sync.lookup(job)

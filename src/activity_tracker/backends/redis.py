@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
-import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -18,7 +17,9 @@ import redis.asyncio.cluster
 import redis.cluster
 
 from .. import timeouts as timeouts_module
-from ..arguments import Activity, CollapseJob, LookupJob
+from ..arguments import DEFAULT_RETENTION, Activity, CollapseJob, LookupJob
+from ..arguments import retention_seconds as _retention_seconds
+from ..corrections import Estimate
 from ..embedded import embedded_url, is_embedded_url
 from ..errors import BackendConnectionError, StorageError, WrongKeyTypeError
 from ..keys import Bucket, KeySchema
@@ -28,7 +29,6 @@ from .base import AsyncBackend, Backend
 DEFAULT_URL = "redis://localhost:6379/0"
 URL_ENVIRONMENT_VARIABLE = "ACTIVITY_TRACKER_URL"
 DEFAULT_PREFIX = "activity"
-DEFAULT_RETENTION = datetime.timedelta(days=35)
 CLUSTER_SCHEME = "redis+cluster://"
 
 _CLUSTER_CLIENTS = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
@@ -104,36 +104,36 @@ class _RedisOptions:
             raise ValueError(f"url: {exc}") from exc
 
 
-def _retention_seconds(retention: datetime.timedelta | float | None) -> int | None:
-    if retention is None:
-        return None
-    if isinstance(retention, datetime.timedelta):
-        seconds = retention.total_seconds()
-    elif isinstance(retention, int | float) and not isinstance(retention, bool):
-        seconds = float(retention)
-    else:
-        raise TypeError(
-            f"retention must be a timedelta, seconds or None, not {type(retention).__name__}"
-        )
-    if not seconds > 0:
-        raise ValueError(f"retention must be positive, not {retention!r}")
-    return math.ceil(seconds)
-
-
 def _unpipelinable(requests: list[redis_plan.Request], cluster: bool) -> bool:
     """redis-py's cluster pipelines refuse scripts: on a cluster they go one by one."""
     return cluster and any(isinstance(r, redis_plan.ScriptCall) for r in requests)
 
 
-# The SHA1 by which EVALSHA names each script of redis_plan.SCRIPTS.
-_SHAS = {
-    name: hashlib.sha1(source.encode("utf-8")).hexdigest()
-    for name, source in redis_plan.SCRIPTS.items()
-}
+# Scripts by name: (source, the SHA1 by which EVALSHA names it).
+_Scripts = Mapping[str, tuple[str, str]]
 
 
-def _evalsha_args(call: redis_plan.ScriptCall) -> tuple[Any, ...]:
-    return ("EVALSHA", _SHAS[call.script], len(call.keys), *_encoded(call.keys), *call.args)
+def _with_shas(scripts: Mapping[str, str]) -> _Scripts:
+    return {
+        name: (source, hashlib.sha1(source.encode("utf-8")).hexdigest())
+        for name, source in scripts.items()
+    }
+
+
+_SCRIPTS = _with_shas(redis_plan.SCRIPTS)
+_FAKEREDIS_SCRIPTS = _with_shas(redis_plan.FAKEREDIS_SCRIPTS)
+
+
+def _scripts_for(client: object) -> _Scripts:
+    """The scripts for ``client``: a fakeredis client (a test double, which keeps a
+    HyperLogLog as a set) gets the variant whose sketch probe takes a set."""
+    fake = type(client).__module__.partition(".")[0] == "fakeredis"
+    return _FAKEREDIS_SCRIPTS if fake else _SCRIPTS
+
+
+def _evalsha_args(call: redis_plan.ScriptCall, scripts: _Scripts) -> tuple[Any, ...]:
+    sha = scripts[call.script][1]
+    return ("EVALSHA", sha, len(call.keys), *_encoded(call.keys), *call.args)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -143,22 +143,45 @@ def _encoded(keys: tuple[str, ...]) -> tuple[bytes, ...]:
     return tuple(key.encode("utf-8") for key in keys)
 
 
-def _command_args(request: redis_plan.Request) -> tuple[Any, ...]:
+def _command_args(request: redis_plan.Request, scripts: _Scripts) -> tuple[Any, ...]:
     if isinstance(request, redis_plan.Command):
         return request.args
-    return _evalsha_args(request)
+    return _evalsha_args(request, scripts)
 
 
 def _unknown_script(reply: object) -> bool:
     return isinstance(reply, redis.exceptions.NoScriptError)
 
 
-def _first_error(replies: list[Any]) -> list[Any]:
-    """``replies``, once no reply is an error (the first one is raised)."""
-    for reply in replies:
+def _reply_options(request: redis_plan.Request) -> dict[str, Any]:
+    """redis-py options of a request: binary replies are received as bytes."""
+    if isinstance(request, redis_plan.ScriptCall) and request.raw:
+        return {redis.client.NEVER_DECODE: True}
+    return {}
+
+
+def _errors_as_replies(request: redis_plan.Request) -> bool:
+    return isinstance(request, redis_plan.ScriptCall) and request.errors_as_replies
+
+
+def _replies(requests: list[redis_plan.Request], replies: list[Any]) -> list[Any]:
+    """``replies``, once none is an error but those the requests take as replies (translated
+    to this library's errors); the first other error, or a lost connection, is raised."""
+    for index, reply in enumerate(replies):
         if isinstance(reply, Exception):
-            raise reply
+            replies[index] = _tolerated(requests[index], reply)
     return replies
+
+
+def _tolerated(request: redis_plan.Request, error: Exception) -> Exception:
+    """The reply standing for ``error`` if ``request`` takes errors as replies; else raise."""
+    if not _errors_as_replies(request) or not isinstance(error, _REDIS_ERRORS):
+        raise error
+    translated = _translated(error)
+    if isinstance(translated, BackendConnectionError):
+        raise error
+    translated.__cause__ = error
+    return translated
 
 
 _REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
@@ -214,8 +237,8 @@ class RedisBackend(Backend):
     cluster), or ``client=`` (an existing client), or ``host=``/``port=``/``db=`` as in the
     original library; with none of them, ``$ACTIVITY_TRACKER_URL`` or
     ``redis://localhost:6379/0``. ``prefix=`` namespaces the keys (default ``activity``);
-    ``retention=`` is how long raw sketches are kept after a collapse (a timedelta or seconds,
-    default 35 days; ``None`` keeps them).
+    ``retention=`` is how long a period's raw keys live after the later of its end and its
+    first write (a timedelta or seconds, default 35 days).
     """
 
     def __init__(
@@ -227,7 +250,7 @@ class RedisBackend(Backend):
         db: int | None = None,
         socket_timeout: float | None = timeouts_module.DEFAULT,
         prefix: str = DEFAULT_PREFIX,
-        retention: datetime.timedelta | float | None = DEFAULT_RETENTION,
+        retention: datetime.timedelta | float = DEFAULT_RETENTION,
         socket_connect_timeout: float | None = timeouts_module.DEFAULT,
     ) -> None:
         options = _RedisOptions(
@@ -237,25 +260,38 @@ class RedisBackend(Backend):
         self._owns_client = client is None
         self.client = options.connect(client, redis, (redis.Redis, redis.cluster.RedisCluster))
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
+        self._scripts = _scripts_for(self.client)
 
     def track(self, activity: Activity) -> None:
+        now = time.time()
         if self._split_periods:
-            self._run(redis_plan.track(self.schema, activity, self._split_periods))
+            self._run(
+                redis_plan.track(self.schema, activity, self.retention, now, self._split_periods)
+            )
             return
         # The one request of redis_plan.track(), sent without driving a generator: this is
         # the per-event path, where every microsecond shows.
+        periods = activity.periods
+        call = redis_plan.track_call(
+            self.schema, activity, periods, activity.ends, self.retention, now
+        )
         try:
-            self._send_one(redis_plan.track_call(self.schema, activity, activity.periods))
+            reply = self._send_one(call)
         except _REDIS_ERRORS as exc:
             raise _translated(exc) from exc
+        if reply != 0:
+            redis_plan.check_track_reply(activity, periods, reply)
 
     def track_many(self, activities: Iterable[Activity]) -> None:
-        self._run(redis_plan.track_many(self.schema, activities, self._split_periods))
+        operation = redis_plan.track_many(
+            self.schema, activities, self.retention, time.time(), self._split_periods
+        )
+        self._run(operation)
 
     def collapse(self, job: CollapseJob) -> None:
-        self._run(redis_plan.collapse(self.schema, job, self.retention, time.time()))
+        self._run(redis_plan.collapse(self.schema, job))
 
-    def lookup(self, job: LookupJob) -> list[Mapping[Bucket, int]]:
+    def lookup(self, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
         return self._run(redis_plan.lookup(self.schema, job))
 
     def close(self) -> None:
@@ -278,24 +314,32 @@ class RedisBackend(Backend):
         SHA; one the server does not know yet is loaded and its call sent again (the requests
         of one round trip are independent of each other, so only the refused ones are)."""
         if len(requests) == 1 or _unpipelinable(requests, self._split_periods):
-            return [self._send_one(request) for request in requests]
+            return [self._send_tolerated(request) for request in requests]
         with self.client.pipeline(transaction=False) as pipe:
             for request in requests:
-                pipe.execute_command(*_command_args(request))
+                args = _command_args(request, self._scripts)
+                pipe.execute_command(*args, **_reply_options(request))
             replies = list(pipe.execute(raise_on_error=False))
         for index, reply in enumerate(replies):
             if _unknown_script(reply):
-                replies[index] = self._send_one(requests[index])
-        return _first_error(replies)
+                replies[index] = self._send_tolerated(requests[index])
+        return _replies(requests, replies)
+
+    def _send_tolerated(self, request: redis_plan.Request) -> Any:
+        try:
+            return self._send_one(request)
+        except _REDIS_ERRORS as exc:
+            return _tolerated(request, exc)
 
     def _send_one(self, request: redis_plan.Request) -> Any:
         if isinstance(request, redis_plan.Command):
             return self.client.execute_command(*request.args)
+        options = _reply_options(request)
         try:
-            return self.client.execute_command(*_evalsha_args(request))
+            return self.client.execute_command(*_evalsha_args(request, self._scripts), **options)
         except redis.exceptions.NoScriptError:
-            self.client.script_load(redis_plan.SCRIPTS[request.script])
-            return self.client.execute_command(*_evalsha_args(request))
+            self.client.script_load(self._scripts[request.script][0])
+            return self.client.execute_command(*_evalsha_args(request, self._scripts), **options)
 
 
 class AsyncRedisBackend(AsyncBackend):
@@ -311,7 +355,7 @@ class AsyncRedisBackend(AsyncBackend):
         db: int | None = None,
         socket_timeout: float | None = timeouts_module.DEFAULT,
         prefix: str = DEFAULT_PREFIX,
-        retention: datetime.timedelta | float | None = DEFAULT_RETENTION,
+        retention: datetime.timedelta | float = DEFAULT_RETENTION,
         socket_connect_timeout: float | None = timeouts_module.DEFAULT,
     ) -> None:
         options = _RedisOptions(
@@ -323,17 +367,24 @@ class AsyncRedisBackend(AsyncBackend):
             client, redis.asyncio, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
         )
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
+        self._scripts = _scripts_for(self.client)
 
     async def track(self, activity: Activity) -> None:
-        await self._run(redis_plan.track(self.schema, activity, self._split_periods))
+        operation = redis_plan.track(
+            self.schema, activity, self.retention, time.time(), self._split_periods
+        )
+        await self._run(operation)
 
     async def track_many(self, activities: Iterable[Activity]) -> None:
-        await self._run(redis_plan.track_many(self.schema, activities, self._split_periods))
+        operation = redis_plan.track_many(
+            self.schema, activities, self.retention, time.time(), self._split_periods
+        )
+        await self._run(operation)
 
     async def collapse(self, job: CollapseJob) -> None:
-        await self._run(redis_plan.collapse(self.schema, job, self.retention, time.time()))
+        await self._run(redis_plan.collapse(self.schema, job))
 
-    async def lookup(self, job: LookupJob) -> list[Mapping[Bucket, int]]:
+    async def lookup(self, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
         return await self._run(redis_plan.lookup(self.schema, job))
 
     async def close(self) -> None:
@@ -354,21 +405,33 @@ class AsyncRedisBackend(AsyncBackend):
     async def _send(self, requests: list[redis_plan.Request]) -> list[Any]:
         """See :meth:`RedisBackend._send`."""
         if len(requests) == 1 or _unpipelinable(requests, self._split_periods):
-            return [await self._send_one(request) for request in requests]
+            return [await self._send_tolerated(request) for request in requests]
         async with self.client.pipeline(transaction=False) as pipe:
             for request in requests:
-                pipe.execute_command(*_command_args(request))
+                args = _command_args(request, self._scripts)
+                pipe.execute_command(*args, **_reply_options(request))
             replies = list(await pipe.execute(raise_on_error=False))
         for index, reply in enumerate(replies):
             if _unknown_script(reply):
-                replies[index] = await self._send_one(requests[index])
-        return _first_error(replies)
+                replies[index] = await self._send_tolerated(requests[index])
+        return _replies(requests, replies)
+
+    async def _send_tolerated(self, request: redis_plan.Request) -> Any:
+        try:
+            return await self._send_one(request)
+        except _REDIS_ERRORS as exc:
+            return _tolerated(request, exc)
 
     async def _send_one(self, request: redis_plan.Request) -> Any:
         if isinstance(request, redis_plan.Command):
             return await self.client.execute_command(*request.args)
+        options = _reply_options(request)
         try:
-            return await self.client.execute_command(*_evalsha_args(request))
+            return await self.client.execute_command(
+                *_evalsha_args(request, self._scripts), **options
+            )
         except redis.exceptions.NoScriptError:
-            await self.client.script_load(redis_plan.SCRIPTS[request.script])
-            return await self.client.execute_command(*_evalsha_args(request))
+            await self.client.script_load(self._scripts[request.script][0])
+            return await self.client.execute_command(
+                *_evalsha_args(request, self._scripts), **options
+            )

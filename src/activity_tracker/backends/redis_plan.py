@@ -16,14 +16,18 @@ from importlib.resources import files
 from typing import Any, TypeVar
 
 from ..arguments import Activity, CollapseJob, LookupJob
-from ..corrections import corrected_count
+from ..corrections import Estimate, corrected_count, estimate, union_subtracted
+from ..errors import ActivityTrackerError, AggregateBucketError, collapse_error
 from ..keys import (
-    SKETCHES_EXPIRE_FIELD,
+    BACK,
+    OUT,
     Bucket,
     KeySchema,
-    bucket_order,
+    deadline,
     decode_bucket,
+    decode_records,
     encode_bucket,
+    id_hash,
 )
 from ..periods import Period
 
@@ -32,13 +36,24 @@ def _resource(name: str) -> str:
     return files("activity_tracker.resources").joinpath(name).read_text(encoding="utf-8")
 
 
-# Each script is its .lua file, after the shared guard against foreign keys for the scripts
-# that use it (track.lua probes its few keys itself: defining the guard costs every call).
-SCRIPTS = {
-    "track": _resource("track.lua"),
-    "track_many": _resource("guard.lua") + _resource("track_many.lua"),
-    "collapse": _resource("guard.lua") + _resource("collapse.lua"),
-}
+def _scripts(fakeredis: bool) -> dict[str, str]:
+    """Each script is its .lua file after the helpers they share (store.lua needs none), and
+    these after FAKEREDIS: whether the client is a fakeredis one (see common.lua's probe)."""
+    common = f"local FAKEREDIS = {str(fakeredis).lower()}\n" + _resource("common.lua")
+    scripts = {
+        name: common + _resource(f"{name}.lua") for name in ("track", "track_many", "collapse")
+    }
+    scripts["store"] = _resource("store.lua")
+    return scripts
+
+
+SCRIPTS = _scripts(fakeredis=False)
+#: The scripts for a fakeredis client (applications' tests), which keeps a HyperLogLog as a set.
+FAKEREDIS_SCRIPTS = _scripts(fakeredis=True)
+
+#: How many times a collapse measures a period whose store a concurrent collapse that
+#: measured later keeps refusing (then the later measurement stands).
+MAX_MEASUREMENTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +65,17 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class ScriptCall:
-    """A call of one of :data:`SCRIPTS` by name."""
+    """A call of one of :data:`SCRIPTS` by name.
+
+    ``raw``: its reply holds binary strings, to be received as bytes whatever the client
+    decodes. ``errors_as_replies``: an error reply comes back as the driver's exception in
+    the list of replies instead of being raised (the operation decides)."""
 
     script: str
     keys: tuple[str, ...]
     args: tuple[Any, ...]
+    raw: bool = False
+    errors_as_replies: bool = False
 
 
 Request = Command | ScriptCall
@@ -67,29 +88,60 @@ def text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def track(schema: KeySchema, activity: Activity, split_periods: bool) -> Operation[None]:
+# ---- track ----------------------------------------------------------------------------------
+
+
+def track(
+    schema: KeySchema, activity: Activity, retention: int, now: float, split_periods: bool
+) -> Operation[None]:
     """Record one activity: one script call for all periods, or one per period when the
     periods may live on different cluster nodes (``split_periods``)."""
+    parts: list[tuple[tuple[Period, ...], tuple[float, ...]]]
     if split_periods:
-        yield [track_call(schema, activity, (period,)) for period in activity.periods]
+        ends = zip(activity.periods, activity.ends, strict=True)
+        parts = [((period,), (end,)) for period, end in ends]
     else:
-        yield [track_call(schema, activity, activity.periods)]
+        parts = [(activity.periods, activity.ends)]
+    replies = yield [
+        track_call(schema, activity, periods, ends, retention, now) for periods, ends in parts
+    ]
+    for (periods, _), reply in zip(parts, replies, strict=True):
+        check_track_reply(activity, periods, reply)
 
 
-def track_call(schema: KeySchema, activity: Activity, periods: Sequence[Period]) -> ScriptCall:
-    """The ``track.lua`` call recording ``activity`` in ``periods``."""
-    adds = activity.id is not None
-    discards = activity.old_id is not None
-    args = (
-        "1" if adds else "0",
-        "1" if discards else "0",
-        activity.id or "",
-        _code(activity.bucket),
-        activity.old_id or "",
-        _code(activity.old_bucket),
-    )
-    keys = _track_keys(schema, tuple(periods), activity.bucket, activity.old_bucket, adds, discards)
-    return ScriptCall("track", keys, args)
+def track_call(
+    schema: KeySchema,
+    activity: Activity,
+    periods: Sequence[Period],
+    ends: Sequence[float],
+    retention: int,
+    now: float,
+) -> ScriptCall:
+    """The ``track.lua`` call recording ``activity`` in ``periods`` (which end at ``ends``)."""
+    new_id, old_id = activity.id, activity.old_id
+    adds, moves = new_id is not None, old_id is not None
+    args: list[Any] = [
+        "3" if adds and moves else "1" if adds else "2",
+        _code(activity.bucket) if adds else "",
+        _code(activity.old_bucket) if moves else "",
+    ]
+    args += [deadline(end, now, retention) for end in ends]
+    args += (new_id or "", b"" if new_id is None else id_hash(new_id))
+    args += (old_id or "", b"" if old_id is None else id_hash(old_id))
+    keys = _track_keys(schema, tuple(periods), activity.bucket, activity.old_bucket, adds, moves)
+    return ScriptCall("track", keys, tuple(args))
+
+
+def check_track_reply(activity: Activity, periods: Sequence[Period], reply: Any) -> None:
+    """Raise what a ``track.lua`` reply other than 0 means: the bucket (1) or old bucket (2)
+    is an aggregate in the period of that number, and nothing was written."""
+    if reply == 0:
+        return
+    which, number = (int(value) for value in reply)
+    period = periods[number - 1]
+    if which == 1:
+        raise AggregateBucketError.tracked_into("bucket", activity.bucket, period)
+    raise AggregateBucketError.tracked_into("old_bucket", activity.old_bucket, period)
 
 
 # Naming keys costs more than the rest of a track() call: most calls repeat the keys of the
@@ -104,23 +156,27 @@ def _track_keys(
     bucket: Bucket,
     old_bucket: Bucket,
     adds: bool,
-    discards: bool,
+    moves: bool,
 ) -> tuple[str, ...]:
-    new_code, old_code = _code(bucket), _code(old_bucket)
     keys: list[str] = []
     for period in periods:
-        keys += (schema.moved(period), schema.counts(period))
-        if discards:
-            keys.extend(schema.bucket_keys(period, old_code))
-            keys.append(schema.left(period))
+        keys += (schema.reg(period), schema.chg(period))
         if adds:
-            keys.append(schema.buckets(period))
-            keys.extend(schema.bucket_keys(period, new_code))
+            keys.append(schema.hll(period, _code(bucket)))
+        if moves:
+            keys.append(schema.hll(period, _code(old_bucket)))
     return tuple(keys)
 
 
+# ---- track_many -----------------------------------------------------------------------------
+
+
 def track_many(
-    schema: KeySchema, activities: Iterable[Activity], split_periods: bool = False
+    schema: KeySchema,
+    activities: Iterable[Activity],
+    retention: int,
+    now: float,
+    split_periods: bool = False,
 ) -> Operation[None]:
     """Record many activities, with the result of recording them one by one in order (see
     :class:`BatchGroups`): one ``track_many.lua`` call for all their periods, atomic, or one
@@ -129,46 +185,50 @@ def track_many(
     groups = BatchGroups()
     for activity in activities:
         groups.add(activity)
-    calls = groups.script_calls(schema, split_periods)
+    calls = groups.script_calls(schema, retention, now, split_periods)
     if calls:
-        yield calls
+        replies = yield calls
+        for number, reply in enumerate(replies):
+            groups.check_reply(number, reply, split_periods)
 
 
 @dataclass(slots=True)
 class _BucketGroup:
     """What a batch does to one bucket of one period (ids as sets: each costs one element).
 
-    ``check``: ids added before any move of theirs in the batch; whether the server already
-    has them in ``moved`` decides their correction, as in ``track.lua``. ``out`` and ``back``:
-    ids moved in the batch whose last operation on this bucket was a move out (they end in
-    the bucket's ``out`` set) or an add (they end in ``back``).
+    ``ids``: every id added to it or moved out of it (all go into its sketch). ``checks``:
+    the ids added to it before any move of theirs in the batch: whether the server has
+    records of them decides their correction, as in ``track.lua``.
     """
 
-    registered: bool = False
-    left: bool = False
-    check: set[str] = dataclasses.field(default_factory=set)
-    out: set[str] = dataclasses.field(default_factory=set)
-    back: set[str] = dataclasses.field(default_factory=set)
+    added: bool = False
+    moved_out: bool = False
+    ids: set[str] = dataclasses.field(default_factory=set)
+    checks: set[str] = dataclasses.field(default_factory=set)
 
 
 @dataclass(slots=True)
 class _PeriodGroups:
-    moved: set[str] = dataclasses.field(default_factory=set)
+    """A batch's work in one period: per bucket, and per id moved in the batch the flag its
+    record for each bucket it touched since its first move in the batch ends with."""
+
+    end: float
     buckets: dict[str, _BucketGroup] = dataclasses.field(default_factory=dict)
+    moved: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
 
 class BatchGroups:
     """Activities grouped per period and bucket so that the result equals recording them one
     at a time, in order, with ``track.lua``.
 
-    Why grouping is exact: within a period, what an operation reads and writes besides the
-    HyperLogLogs (which only grow, in any order) and the bucket registries (likewise) is the
-    membership of its own id in ``moved``, ``out`` and ``back``. Operations on different ids
-    therefore commute, and only the order of each id's own operations matters. An id's adds
-    before its first move in the batch see the server's ``moved`` as it was before the batch
-    (``check``); from its first move on it is in ``moved`` for sure, so its membership of each
-    bucket's ``out``/``back`` is decided by its last operation there (``out``/``back``).
-    The script applies ``check`` corrections first, then the moves, then ``out``/``back``.
+    Why grouping is exact: within a period, besides the sketches (which only grow, in any
+    order) and the bucket registry (the tracked bits only get set; indices are labels), what
+    an operation reads and writes is its own id's records, and the counters summing them.
+    Operations on different ids therefore commute, and only the order of each id's own
+    operations matters. An id's adds before its first move in the batch see its records as
+    they were before the batch (``checks``); from its first move on it has records for sure,
+    and its record for each bucket it touches is decided by its last operation there
+    (``moved``). The script applies each id's checks, then its last operations.
     """
 
     def __init__(self) -> None:
@@ -177,14 +237,16 @@ class BatchGroups:
         # lookup: keyed by the identity of the periods tuple (the one the checker keeps for
         # each day), which the entry holds and compares, so an id reused is never mistaken.
         self._targets: dict[tuple[int, Bucket], _Targets] = {}
+        self._sections: list[tuple[Period, list[str]]] = []
 
-    def _period(self, period: Period) -> _PeriodGroups:
+    def _period(self, period: Period, end: float) -> _PeriodGroups:
         groups = self.periods.get(period)
         if groups is None:
-            groups = self.periods[period] = _PeriodGroups()
+            groups = self.periods[period] = _PeriodGroups(end)
         return groups
 
-    def _bucket(self, groups: _PeriodGroups, code: str) -> _BucketGroup:
+    @staticmethod
+    def _bucket(groups: _PeriodGroups, code: str) -> _BucketGroup:
         group = groups.buckets.get(code)
         if group is None:
             group = groups.buckets[code] = _BucketGroup()
@@ -197,48 +259,54 @@ class BatchGroups:
             key = (id(periods), activity.bucket)
             targets = self._targets.get(key)
             if targets is None or targets[0] is not periods:
-                targets = self._targets[key] = self._targets_of(periods, activity.bucket)
-            for moved, group in targets[1]:
-                if new_id in moved:
-                    group.back.add(new_id)
-                    group.out.discard(new_id)
+                targets = self._targets[key] = self._targets_of(activity)
+            for moved, group, code in targets[1]:
+                group.ids.add(new_id)
+                last = moved.get(new_id)
+                if last is None:
+                    group.checks.add(new_id)
                 else:
-                    group.check.add(new_id)
+                    last[code] = BACK
             return
         old_code = _code(activity.old_bucket)
         code = _code(activity.bucket)
-        for period in periods:
-            groups = self._period(period)
+        for period, end in zip(periods, activity.ends, strict=True):
+            groups = self._period(period, end)
             if old_id is not None:
                 group = self._bucket(groups, old_code)
-                groups.moved.add(old_id)
-                group.left = True
-                group.out.add(old_id)
-                group.back.discard(old_id)
+                group.moved_out = True
+                group.ids.add(old_id)
+                groups.moved.setdefault(old_id, {})[old_code] = OUT
             if new_id is not None:
                 group = self._bucket(groups, code)
-                group.registered = True
-                if new_id in groups.moved:
-                    group.back.add(new_id)
-                    group.out.discard(new_id)
+                group.added = True
+                group.ids.add(new_id)
+                last = groups.moved.get(new_id)
+                if last is None:
+                    group.checks.add(new_id)
                 else:
-                    group.check.add(new_id)
+                    last[code] = BACK
 
-    def _targets_of(self, periods: tuple[Period, ...], bucket: Bucket) -> _Targets:
-        code = _code(bucket)
-        pairs = []
-        for period in periods:
-            groups = self._period(period)
+    def _targets_of(self, activity: Activity) -> _Targets:
+        code = _code(activity.bucket)
+        found = []
+        for period, end in zip(activity.periods, activity.ends, strict=True):
+            groups = self._period(period, end)
             group = self._bucket(groups, code)
-            group.registered = True
-            pairs.append((groups.moved, group))
-        return periods, tuple(pairs)
+            group.added = True
+            found.append((groups.moved, group, code))
+        return activity.periods, tuple(found)
 
-    def script_calls(self, schema: KeySchema, split_periods: bool = False) -> list[Request]:
+    def script_calls(
+        self, schema: KeySchema, retention: int, now: float, split_periods: bool = False
+    ) -> list[Request]:
         """The ``track_many.lua`` calls: one for every period, or one per period."""
-        sections = [
-            self._section(schema, period, groups) for period, groups in self.periods.items()
-        ]
+        hashes = _HASHES
+        self._sections = []
+        sections = []
+        for period, groups in self.periods.items():
+            self._sections.append((period, list(groups.buckets)))
+            sections.append(self._section(schema, period, groups, retention, now, hashes))
         if not split_periods:
             sections = (
                 [
@@ -252,27 +320,68 @@ class BatchGroups:
             )
         return [ScriptCall("track_many", tuple(keys), tuple(args)) for keys, args in sections]
 
+    def check_reply(self, number: int, reply: Any, split_periods: bool) -> None:
+        """Raise what the reply of script call ``number`` other than 0 means: a bucket of a
+        section is an aggregate in that period (and nothing was written)."""
+        if reply == 0:
+            return
+        section, position = (int(value) for value in reply)
+        period, codes = self._sections[number if split_periods else section - 1]
+        code = codes[position - 1]
+        argument = "bucket" if self.periods[period].buckets[code].added else "old_bucket"
+        raise AggregateBucketError.tracked_into(argument, decode_bucket(code), period)
+
     @staticmethod
     def _section(
-        schema: KeySchema, period: Period, groups: _PeriodGroups
-    ) -> tuple[list[str], list[str]]:
-        keys = [
-            schema.moved(period),
-            schema.buckets(period),
-            schema.left(period),
-            schema.counts(period),
-        ]
-        args: list[str] = [str(len(groups.buckets)), *_id_list(groups.moved)]
-        for code, group in groups.buckets.items():
-            keys.extend(schema.bucket_keys(period, code))
-            args += (code, "1" if group.registered else "0", "1" if group.left else "0")
-            args += _id_list(group.check)
-            args += _id_list(group.out)
-            args += _id_list(group.back)
+        schema: KeySchema,
+        period: Period,
+        groups: _PeriodGroups,
+        retention: int,
+        now: float,
+        hashes: dict[str, bytes],
+    ) -> tuple[list[str], list[Any]]:
+        get = hashes.get
+
+        def hash_of(id: str) -> bytes:
+            if len(hashes) >= _HASH_CACHE_SIZE:
+                hashes.clear()
+            found = hashes[id] = id_hash(id)
+            return found
+
+        moved = groups.moved
+        keys = [schema.reg(period), schema.chg(period)]
+        args: list[Any] = [deadline(groups.end, now, retention), len(groups.buckets)]
+        checked_then_moved: dict[str, list[int]] = {}
+        positions = {}
+        for position, (code, group) in enumerate(groups.buckets.items()):
+            positions[code] = position
+            keys.append(schema.hll(period, code))
+            args += (code, group.added + 2 * group.moved_out)
+            args += _id_list(group.ids)
+            checks = group.checks
+            if moved:
+                for id in checks.intersection(moved):
+                    checked_then_moved.setdefault(id, []).append(position)
+                checks = checks.difference(moved)
+            args.append(b"".join([get(id) or hash_of(id) for id in checks]))
+        args.append(len(moved))
+        for id, last in moved.items():
+            entry = bytearray(get(id) or hash_of(id))
+            for position in checked_then_moved.get(id, ()):
+                entry += (position * 4).to_bytes(3, "big")
+            for code, flag in last.items():
+                entry += (positions[code] * 4 + (1 if flag == OUT else 2)).to_bytes(3, "big")
+            args.append(bytes(entry))
         return keys, args
 
 
-_Targets = tuple[tuple[Period, ...], tuple[tuple[set[str], _BucketGroup], ...]]
+# The id hashes of recent batches: most ids of a batch were in the previous ones (hashing
+# costs more than the rest of grouping an id). Cleared when full; a race only recomputes.
+_HASHES: dict[str, bytes] = {}
+_HASH_CACHE_SIZE = 1 << 17
+
+_Target = tuple[dict[str, dict[str, int]], _BucketGroup, str]
+_Targets = tuple[tuple[Period, ...], tuple[_Target, ...]]
 
 
 def _id_list(ids: set[str]) -> list[str]:
@@ -287,129 +396,135 @@ def _id_list(ids: set[str]) -> list[str]:
     return [str(len(ids)), *ids]
 
 
-def collapse(
-    schema: KeySchema, job: CollapseJob, retention: int | None, now: float
-) -> Operation[None]:
-    """Collapse the job's periods: read what each period holds, measure it with
-    ``collapse.lua`` (one call per period), then store the corrected counts."""
-    listing = yield [
-        request
-        for period in job.periods
-        for request in (
-            Command(("SMEMBERS", schema.buckets(period))),
-            Command(("SMEMBERS", schema.left(period))),
-            Command(("HGET", schema.counts(period), SKETCHES_EXPIRE_FIELD)),
-        )
-    ]
-    plans: list[_PeriodPlan] = []
-    for index, period in enumerate(job.periods):
-        tracked = {text(code) for code in listing[3 * index]}
-        left = {text(code) for code in listing[3 * index + 1]}
-        expires = listing[3 * index + 2]
-        if not tracked and not left:
-            continue  # nothing was written: every count reads 0 without storing anything
-        if expires is not None and float(text(expires)) <= now:
-            continue  # its raw sketches are gone: the stored counts are final
-        plans.append(_PeriodPlan.make(period, tracked, left, job))
-    if not plans:
-        return
-    measurements = yield [plan.script_call(schema, retention) for plan in plans]
-    expires_at = None if retention is None else str(now + retention)
-    yield [
-        request
-        for plan, replies in zip(plans, measurements, strict=True)
-        for request in plan.store_counts(schema, replies, expires_at)
-    ]
+# ---- collapse -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _PeriodPlan:
-    period: Period
-    measured: tuple[str, ...]
-    aggregates: tuple[tuple[str, tuple[str, ...]], ...]
-    expire_only: tuple[str, ...]
-
-    @classmethod
-    def make(
-        cls, period: Period, tracked: set[str], left: set[str], job: CollapseJob
-    ) -> _PeriodPlan:
-        """The plan of one period: ``tracked`` and ``left`` are its bucket registries (the
-        buckets ids were added to, and those ids were moved out of)."""
-        if not tracked:
-            # Ids were only moved out: there is nothing to count, only keys to expire.
-            return cls(period=period, measured=(), aggregates=(), expire_only=tuple(sorted(left)))
-        for name, _ in job.aggregates:
-            if encode_bucket(name) in tracked | left:
-                raise ValueError(
-                    f"aggregate_buckets: {name!r} is a bucket used in the {period.kind} period "
-                    f"of {period.start}; an aggregate needs a name of its own"
-                )
-        if job.buckets is None:
-            measured = sorted(tracked, key=lambda code: bucket_order(decode_bucket(code)))
-        else:
-            measured = [encode_bucket(bucket) for bucket in job.buckets]
-        return cls(
-            period=period,
-            measured=tuple(measured),
-            aggregates=tuple(
-                (encode_bucket(name), tuple(encode_bucket(s) for s in sources))
-                for name, sources in job.aggregates
-            ),
-            expire_only=tuple(sorted((tracked | left).difference(measured))),
-        )
-
-    def script_call(self, schema: KeySchema, retention: int | None) -> ScriptCall:
-        keys = [schema.moved(self.period), schema.buckets(self.period), schema.left(self.period)]
-        for code in self.measured:
-            keys.extend(schema.bucket_keys(self.period, code))
-        for name, sources in self.aggregates:
-            keys.extend(schema.bucket_keys(self.period, name))
-            for source in sources:
-                keys.extend(schema.bucket_keys(self.period, source))
-        for code in self.expire_only:
-            keys.extend(schema.bucket_keys(self.period, code))
-        args = [
-            "" if retention is None else str(retention),
-            str(len(self.measured)),
-            str(len(self.aggregates)),
-        ]
-        args.extend(str(len(sources)) for _, sources in self.aggregates)
-        return ScriptCall("collapse", tuple(keys), tuple(args))
-
-    def store_counts(
-        self, schema: KeySchema, replies: Sequence[Any], expires_at: str | None
-    ) -> list[Request]:
-        codes = [*self.measured, *(name for name, _ in self.aggregates)]
-        fields: list[str] = []
-        for position, code in enumerate(codes):
-            estimate, moved_out = int(replies[2 * position]), int(replies[2 * position + 1])
-            fields += [code, str(corrected_count(estimate, moved_out))]
-        key = schema.counts(self.period)
-        if expires_at is not None:
-            return [Command(("HSET", key, *fields, SKETCHES_EXPIRE_FIELD, expires_at))]
-        requests: list[Request] = [Command(("HSET", key, *fields))] if fields else []
-        return [*requests, Command(("HDEL", key, SKETCHES_EXPIRE_FIELD))]
+def collapse(schema: KeySchema, job: CollapseJob) -> Operation[None]:
+    """Collapse the job's periods: one ``collapse.lua`` call per period (all in one round
+    trip) measures it and, in the common case, stores its counts; a period whose aggregates
+    need corrections computed here is stored by ``store.lua`` in a second round trip, unless
+    a collapse that measured it later stored first (then it is measured again, up to
+    :data:`MAX_MEASUREMENTS` times). A period that fails is reported at the end, in one
+    :class:`~activity_tracker.errors.CollapseError`, after every other period was stored."""
+    failures: dict[Period, Exception] = {}
+    todo = list(job.periods)
+    for _ in range(MAX_MEASUREMENTS):
+        if not todo:
+            break
+        replies = yield [collapse_call(schema, period, job) for period in todo]
+        stores: list[tuple[Period, ScriptCall]] = []
+        for period, reply in zip(todo, replies, strict=True):
+            try:
+                if isinstance(reply, Exception):
+                    raise reply
+                store = store_call(schema, period, reply)
+            except ActivityTrackerError as exc:  # reported at the end, with the others
+                failures[period] = exc
+                continue
+            if store is not None:
+                stores.append((period, store))
+        if not stores:
+            break
+        results = yield [store for _, store in stores]
+        todo = []
+        for (period, _), result in zip(stores, results, strict=True):
+            if isinstance(result, Exception):
+                failures[period] = result
+            elif result == 0:
+                todo.append(period)
+    if failures:
+        ordered = [(period, failures[period]) for period in job.periods if period in failures]
+        raise collapse_error(ordered) from ordered[0][1]
 
 
-def lookup(schema: KeySchema, job: LookupJob) -> Operation[list[Mapping[Bucket, int]]]:
+def collapse_call(schema: KeySchema, period: Period, job: CollapseJob) -> ScriptCall:
+    """The ``collapse.lua`` call measuring ``period`` for ``job``."""
+    args: list[Any] = [schema.hll_prefix(period)]
+    if job.buckets is None:
+        args.append(-1)
+    else:
+        args.append(len(job.buckets))
+        args += (_code(bucket) for bucket in job.buckets)
+    args.append(len(job.aggregates))
+    for name, sources in job.aggregates:
+        args += (_code(name), len(sources), *(_code(source) for source in sources))
+    keys = (schema.reg(period), schema.chg(period), schema.counts(period))
+    return ScriptCall("collapse", keys, tuple(args), raw=True, errors_as_replies=True)
+
+
+def store_call(schema: KeySchema, period: Period, reply: Sequence[Any]) -> ScriptCall | None:
+    """What to do with a ``collapse.lua`` reply: nothing (stored, or nothing to store), or
+    the ``store.lua`` call storing the counts it measured with the corrections it left to the
+    client; raises :class:`AggregateBucketError` for a bad aggregate name."""
+    status = text(reply[0])
+    if status == "clash":
+        raise AggregateBucketError.named_like_a_bucket(decode_bucket(text(reply[1])), period)
+    if status == "cycle":
+        raise AggregateBucketError.counting_itself(decode_bucket(text(reply[1])), period)
+    if status != "measured":
+        return None
+    measured_at, expires, values, pending, records = reply[1:]
+    fields = [text(value) for value in values]
+    by_index = _records_by_index(records)
+    for at in range(0, len(pending), 3):
+        code, sketch_estimate = text(pending[at]), int(pending[at + 1])
+        indices = {int(index) for index in text(pending[at + 2]).split(",")}
+        restricted: dict[bytes, dict[int, int]] = {}
+        for index in indices:
+            for hash, flag in by_index.get(index, {}).items():
+                restricted.setdefault(hash, {})[index] = flag
+        count = corrected_count(sketch_estimate, union_subtracted([restricted]))
+        fields += (code, f"{count},{sketch_estimate}")
+    return ScriptCall(
+        "store",
+        (schema.counts(period),),
+        (text(measured_at), text(expires), *fields),
+        errors_as_replies=True,
+    )
+
+
+def _records_by_index(flat: Sequence[bytes]) -> dict[int, dict[bytes, int]]:
+    """The records of a ``chg`` HGETALL reply (field, value, ...) as index -> {hash: flag}."""
+    by_index: dict[int, dict[bytes, int]] = {}
+    for blob in flat[1::2]:
+        for hash, index, flag in decode_records(blob):
+            by_index.setdefault(index, {})[hash] = flag
+    return by_index
+
+
+# ---- lookup ---------------------------------------------------------------------------------
+
+
+def lookup(schema: KeySchema, job: LookupJob) -> Operation[list[Mapping[Bucket, Estimate]]]:
     """Read the stored counts of every period in one round trip."""
     if not job.periods:
         return []
     if job.buckets is None:
         replies = yield [Command(("HGETALL", schema.counts(period))) for period in job.periods]
-        return [_all_counts(reply) for reply in replies]
-    codes = [encode_bucket(bucket) for bucket in job.buckets]
+        return [_all_estimates(reply) for reply in replies]
+    codes = [_code(bucket) for bucket in job.buckets]
     replies = yield [Command(("HMGET", schema.counts(p), *codes)) for p in job.periods]
     return [
-        {bucket: int(value) for bucket, value in zip(job.buckets, reply, strict=True) if value}
+        {
+            bucket: stored_estimate(value)
+            for bucket, value in zip(job.buckets, reply, strict=True)
+            if value is not None
+        }
         for reply in replies
     ]
 
 
-def _all_counts(reply: Mapping[Any, Any]) -> dict[Bucket, int]:
-    counts: dict[Bucket, int] = {}
+def stored_estimate(value: Any) -> Estimate:
+    """A ``counts`` value: ``"<count>,<sketch estimate>"``, or a 1.x plain count (read as
+    its own estimate)."""
+    count, _, sketch_estimate = text(value).partition(",")
+    return estimate(int(count), float(sketch_estimate or count))
+
+
+def _all_estimates(reply: Mapping[Any, Any]) -> dict[Bucket, Estimate]:
+    found: dict[Bucket, Estimate] = {}
     for field, value in reply.items():
         code = text(field)
-        if code != SKETCHES_EXPIRE_FIELD:
-            counts[decode_bucket(code)] = int(value)
-    return counts
+        if not code.startswith("@"):
+            found[decode_bucket(code)] = stored_estimate(value)
+    return found

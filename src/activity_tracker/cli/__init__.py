@@ -35,7 +35,8 @@ from ..keys import Bucket, check_prefix
 from ..tracker import ActivityTracker
 from . import ingestion as _ingest
 from . import reporting as _report
-from .events import BadLine
+from .events import BadLine, Layout
+from .formats import layout_arguments, layout_options, unknown_keys_message
 
 URL_ENVIRONMENT_VARIABLE = "ACTIVITY_TRACKER_URL"
 DEFAULT_PREFIX = "activity"
@@ -269,6 +270,7 @@ def cli(
     show_default=True,
     help="Events checked and written together (a bad line stops the run before its batch).",
 )
+@layout_options
 @click.pass_obj
 def ingest(
     settings: Settings,
@@ -277,6 +279,7 @@ def ingest(
     skip_bad: bool,
     start_line: int,
     batch_size: int,
+    layout: Layout,
 ) -> None:
     """Record the events of log FILEs (CSV or JSON lines; - is stdin; gzip is detected).
 
@@ -296,6 +299,11 @@ def ingest(
     ingest then stops before writing its batch, prints how to resume (--start-line) and exits
     with status 1. With --skip-bad it reports and skips such lines and goes on. Ingesting the
     same events twice counts them once, so overlapping a resumed run is harmless.
+
+    Other layouts: --format segment, and --time-field, --id-field... for other column or key
+    names (a CSV file then needs a header row; a JSON key may be a dotted path into nested
+    objects, context.traits.email). Keys or columns that no option reads are named at the
+    end, each with the number of records that had a value in it.
     """
     console = _stderr()
     kinds = periods or DEFAULT_PERIODS
@@ -317,6 +325,7 @@ def ingest(
             batch_size=batch_size,
             on_progress=on_progress,
             on_bad_line=on_bad_line,
+            layout=layout,
         )
     rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
     files_text = f"{summary.files} file{'s' if summary.files != 1 else ''}"
@@ -329,9 +338,14 @@ def ingest(
         extra = " (first 20 shown)" if len(summary.bad_lines) > 20 else ""
         message += f"; skipped {len(summary.bad_lines):,} malformed lines{extra}"
     console.print(message, markup=False)
+    unknown = unknown_keys_message(summary.unknown_keys)
+    if unknown:
+        console.print(unknown, markup=False)
     stopped = summary.stopped
     if stopped is not None:
-        resume = " ".join(["activity-tracker", *_global_args(settings), "ingest"])
+        resume = " ".join(
+            ["activity-tracker", *_global_args(settings), "ingest", *layout_arguments(layout)]
+        )
         if periods:
             resume += "".join(f" --period {p}" for p in periods)
         resume += f" --start-line {stopped.resume_line} " + " ".join(
@@ -411,6 +425,15 @@ def _parse_aggregate(text: str) -> tuple[str, list[Bucket]]:
     return name, [_bucket(source.strip()) for source in sources.split(",")]
 
 
+aggregate_option = click.option(
+    "--aggregate",
+    "aggregates",
+    multiple=True,
+    metavar="NAME=B1,B2",
+    help="Also count the union of buckets B1, B2, ... as bucket NAME (repeatable).",
+)
+
+
 @cli.command()
 @click.option(
     "--period",
@@ -440,13 +463,7 @@ def _parse_aggregate(text: str) -> tuple[str, list[Bucket]]:
     metavar="NAME",
     help="Collapse only this bucket (repeatable; '' is the default bucket). Default: all.",
 )
-@click.option(
-    "--aggregate",
-    "aggregates",
-    multiple=True,
-    metavar="NAME=B1,B2",
-    help="Also count the union of buckets B1, B2, ... as bucket NAME (repeatable).",
-)
+@aggregate_option
 @click.pass_obj
 def collapse(
     settings: Settings,
@@ -548,8 +565,9 @@ def report(
 ) -> None:
     """Show collapsed counts: one row per period lying wholly inside [--start, --end).
 
-    Each count is an estimate; ± is two standard errors (2 x 1.04/sqrt(16384), about 1.6%
-    of the count), the range about 95% of counts fall in. Periods not collapsed yet read 0:
+    Each count is an estimate; ± is two standard errors of the sketch it was read from (2 x
+    1.04/sqrt(16384), about 1.6% of what that sketch holds, ids moved out of the bucket
+    included), the range about 95% of counts fall in. Periods not collapsed yet read 0:
     run `collapse` first.
     """
     end_day = _parse_date(end, "--end")
@@ -566,6 +584,7 @@ def report(
             start=start_day,
             end=end_day,
             buckets=[_bucket(b) for b in buckets] if buckets else None,
+            with_error=True,
         )
     if plot:
         from .plot import plot_counts, series_from_rows
@@ -599,9 +618,11 @@ def _install_commands() -> None:
     """The commands with modules of their own (they import this one)."""
     from .check import check
     from .demo import demo
+    from .serve import serve
 
     cli.add_command(check)
     cli.add_command(demo)
+    cli.add_command(serve)
 
 
 _install_commands()

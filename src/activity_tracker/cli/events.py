@@ -2,13 +2,25 @@
 
 Pure: no Redis, no terminal. ``ingest`` feeds it lines and decides what to send.
 
-Formats (detected per file from its first non-blank line):
+Formats (:class:`Layout`; ``auto`` detects CSV or JSON lines per file from its first non-blank
+line):
 
 - CSV: columns ``timestamp,id[,bucket][,old_id,old_bucket]`` by position, or named by a header
-  row made of those names (other columns are then ignored). An empty or missing trailing field
-  is "not given": an empty bucket is the default bucket.
+  row. An empty or missing trailing field is "not given": an empty bucket is the default
+  bucket.
 - JSON lines: one object per line with keys ``timestamp``, ``id``, ``bucket``, ``old_id``,
-  ``old_bucket`` (other keys are ignored; ``null`` or a missing key is "not given").
+  ``old_bucket`` (``null`` or a missing key is "not given").
+- Column-mapped CSV and JSON lines: the same, with the fields named by the :class:`Layout`
+  (``--time-field created_at --id-field user``...); a CSV file then needs a header row, and
+  a JSON field may be a dotted path into nested objects (``context.traits.email``).
+- ``segment``: a Segment or RudderStack export (JSON lines): ``userId`` in the user bucket,
+  ``anonymousId`` in the anonymous bucket, and an event carrying both is the anonymous
+  session logging in: ``anonymousId`` moves out of the anonymous bucket, ``userId`` joins the
+  user bucket.
+
+Keys (and header columns) that no field reads are counted by name in
+:attr:`LogReader.unknown_keys`, so that ``ingest`` reports them rather than ignoring them
+silently; for ``segment``, the fields of the Segment spec are known.
 
 Blank lines and CSV lines starting with ``#`` are not events. Timestamps are ISO-8601 (a date,
 or a date and time, with or without an offset; ``Z`` means UTC) or Unix epoch seconds
@@ -22,7 +34,8 @@ import csv
 import datetime
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 COLUMNS = ("timestamp", "id", "bucket", "old_id", "old_bucket")
@@ -104,8 +117,105 @@ def _text(value: object, name: str, numbers: bool = True) -> str | None:
     return value or None
 
 
-def make_event(fields: dict[str, object]) -> Event:
-    """The event from a record's named fields; raises :class:`MalformedLine`."""
+AUTO, CSV, JSONL, SEGMENT = "auto", "csv", "jsonl", "segment"
+FORMATS = (AUTO, CSV, JSONL, SEGMENT)
+#: The fields of the Segment spec (common fields and those of each call type), and those
+#: RudderStack adds: known in a ``segment`` export, so not reported.
+SEGMENT_FIELDS = frozenset(
+    {
+        *("anonymousId", "userId", "timestamp", "type", "event", "name", "category"),
+        *("properties", "traits", "context", "integrations", "messageId", "receivedAt"),
+        *("sentAt", "originalTimestamp", "channel", "version", "groupId", "previousId"),
+        *("projectId", "writeKey", "_metadata", "request_ip", "rudderId"),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where a record keeps each field of an event: the file format and the field names.
+
+    ``format``: ``auto`` (CSV or JSON lines, from the first line), ``csv``, ``jsonl`` or
+    ``segment``. The ``*_field`` names are CSV header columns or JSON keys (a JSON key may be
+    a dotted path into nested objects). ``segment`` reads ``time_field`` (default
+    ``timestamp``), ``userId`` and ``anonymousId``, and puts them in ``user_bucket`` and
+    ``anonymous_bucket``.
+    """
+
+    format: str = AUTO
+    time_field: str = "timestamp"
+    id_field: str = "id"
+    bucket_field: str = "bucket"
+    old_id_field: str = "old_id"
+    old_bucket_field: str = "old_bucket"
+    user_bucket: str | None = "users"
+    anonymous_bucket: str | None = "anon"
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format: {self.format!r} is not one of {', '.join(FORMATS)}")
+        for column, name in zip(COLUMNS, self.fields, strict=True):
+            if not name:
+                raise ValueError(f"the field of {column} must not be empty")
+
+    @property
+    def mapped(self) -> bool:
+        """Whether fields are named other than ``timestamp,id,bucket,old_id,old_bucket``."""
+        return self.fields != COLUMNS
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The field names in the order of :data:`COLUMNS`."""
+        return (
+            self.time_field,
+            self.id_field,
+            self.bucket_field,
+            self.old_id_field,
+            self.old_bucket_field,
+        )
+
+    def event(self, record: Mapping[str, object]) -> Event:
+        """The event of one record (a JSON object or a CSV row by column name); raises
+        :class:`MalformedLine`."""
+        if self.format == SEGMENT:
+            return self._segment_event(record)
+        named = dict(zip(COLUMNS, (_field(record, name) for name in self.fields), strict=True))
+        return make_event(named)
+
+    def _segment_event(self, record: Mapping[str, object]) -> Event:
+        when = parse_timestamp(_field(record, self.time_field))
+        user = _text(record.get("userId"), "userId")
+        anonymous = _text(record.get("anonymousId"), "anonymousId")
+        if user is None and anonymous is None:
+            raise MalformedLine("no userId and no anonymousId")
+        if user is None:
+            return Event(when, anonymous, self.anonymous_bucket)
+        if anonymous is None:
+            return Event(when, user, self.user_bucket)
+        return Event(when, user, self.user_bucket, anonymous, self.anonymous_bucket)
+
+    def known(self, key: str) -> bool:
+        """Whether a top-level key or column is read (or, for ``segment``, part of the spec)."""
+        if self.format == SEGMENT:
+            return key in SEGMENT_FIELDS or key == self.time_field.split(".")[0]
+        return any(key in (name, name.split(".")[0]) for name in self.fields)
+
+
+def _field(record: Mapping[str, object], name: str) -> object:
+    """``record[name]``, or the value at the dotted path ``name`` in nested objects."""
+    if name in record:
+        return record[name]
+    value: object = record
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def make_event(fields: Mapping[str, object]) -> Event:
+    """The event from a record's fields named as in :data:`COLUMNS`; raises
+    :class:`MalformedLine`."""
     event = Event(
         date=parse_timestamp(fields.get("timestamp")),
         id=_text(fields.get("id"), "id"),
@@ -123,12 +233,18 @@ class LogReader:
 
     Feed it ``(line_number, text)`` with :meth:`read`; it yields an :class:`Event` or a
     :class:`BadLine` for every line that is meant as an event, and nothing for blank lines,
-    comments and a CSV header.
+    comments and a CSV header. :attr:`unknown_keys` counts, per name, the records with a
+    value (not empty or null) in a key or CSV column that the layout does not read.
     """
 
-    def __init__(self) -> None:
-        self.format: str | None = None  # "csv" or "jsonl", from the first non-blank line
+    def __init__(self, layout: Layout | None = None) -> None:
+        self.layout = layout or Layout()
+        # "csv" or "jsonl": given, or from the first non-blank line
+        self.format: str | None = {CSV: CSV, JSONL: JSONL, SEGMENT: JSONL}.get(self.layout.format)
         self._columns: tuple[str, ...] | None = None  # from a header row
+        self._header_checked = False  # the first CSV line that is not a comment may be one
+        self._unknown_columns: tuple[tuple[int, str], ...] = ()  # (position, name)
+        self.unknown_keys: Counter[str] = Counter()
 
     def read(self, numbered_lines: Iterable[tuple[int, str]]) -> Iterator[Event | BadLine]:
         for number, line in numbered_lines:
@@ -141,36 +257,64 @@ class LogReader:
         if not text:
             return None
         if self.format is None:
-            self.format = "jsonl" if text.startswith("{") else "csv"
-            if self.format == "csv" and self._is_header(text):
-                return None
+            self.format = JSONL if text.startswith(("{", "[")) else CSV
         try:
-            if self.format == "jsonl":
-                return make_event(self._json_fields(text))
+            if self.format == JSONL:
+                return self.layout.event(self._json_fields(text))
             if text.startswith("#"):
                 return None
-            return make_event(self._csv_fields(text))
+            if not self._header_checked:
+                self._header_checked = True
+                if self._is_header(text):
+                    return None
+            return self.layout.event(self._csv_fields(text))
         except MalformedLine as exc:
             return BadLine(number, str(exc))
 
     def _is_header(self, text: str) -> bool:
         try:
-            cells = [cell.strip().lower() for cell in _split_csv(text)]
+            cells = [cell.strip() for cell in _split_csv(text)]
         except MalformedLine:
             return False
+        layout = self.layout
+        if layout.mapped:
+            if layout.time_field in cells and {layout.id_field, layout.old_id_field} & set(cells):
+                self._header(cells)
+                return True
+            raise MalformedLine(
+                f"expected a header row naming the columns {layout.time_field!r} and "
+                f"{layout.id_field!r} (or {layout.old_id_field!r}), got {text!r}"
+            )
+        cells = [cell.lower() for cell in cells]
         if "timestamp" not in cells or not ({"id", "old_id"} & set(cells)):
             return False
-        self._columns = tuple(cells)
+        self._header(cells)
         return True
+
+    def _header(self, cells: list[str]) -> None:
+        self._columns = tuple(cells)
+        self._unknown_columns = tuple(
+            (index, cell) for index, cell in enumerate(cells) if not self.layout.known(cell)
+        )
 
     def _csv_fields(self, text: str) -> dict[str, object]:
         cells = _split_csv(text)
+        if self._columns is None and self.layout.mapped:
+            raise MalformedLine(
+                f"no header row naming the columns {self.layout.time_field!r} and "
+                f"{self.layout.id_field!r} at the top of the file"
+            )
         if self._columns is not None:
             if len(cells) > len(self._columns):
                 raise MalformedLine(
                     f"expected at most {len(self._columns)} columns as in the header, "
                     f"got {len(cells)}"
                 )
+            self.unknown_keys.update(
+                name
+                for index, name in self._unknown_columns
+                if index < len(cells) and cells[index].strip()
+            )
             return {name: cell.strip() for name, cell in zip(self._columns, cells, strict=False)}
         if not 2 <= len(cells) <= len(COLUMNS):
             raise MalformedLine(
@@ -179,8 +323,12 @@ class LogReader:
             )
         return {name: cell.strip() for name, cell in zip(COLUMNS, cells, strict=False)}
 
-    @staticmethod
-    def _json_fields(text: str) -> dict[str, object]:
+    def _json_fields(self, text: str) -> dict[str, object]:
+        if text == "[" or text.startswith("[{"):
+            raise MalformedLine(
+                "a JSON array: ingest reads JSON lines, one object per line "
+                "(convert it with: jq -c '.[]' FILE)"
+            )
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -189,6 +337,11 @@ class LogReader:
             raise MalformedLine(f"not usable JSON: {exc}") from None
         if not isinstance(value, dict):
             raise MalformedLine(f"expected a JSON object, not {type(value).__name__}")
+        self.unknown_keys.update(
+            key
+            for key, item in value.items()
+            if item not in (None, "") and not self.layout.known(key)
+        )
         return value
 
 

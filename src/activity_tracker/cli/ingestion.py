@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import IO
 
 from .. import arguments
 from ..tracker import ActivityTracker
-from .events import BadLine, Event, LogReader
+from .events import BadLine, Event, Layout, LogReader
 
 BATCH_SIZE = 5000
 STDIN = "-"
@@ -110,6 +111,8 @@ class Summary:
     seconds: float = 0.0
     bad_lines: list[tuple[str, BadLine]] = field(default_factory=list)
     stopped: Stopped | None = None
+    #: Records per key (or CSV column) that no field of the layout reads.
+    unknown_keys: Counter[str] = field(default_factory=Counter)
 
 
 class _CountingReader(io.RawIOBase):
@@ -183,17 +186,29 @@ def ingest(
     batch_size: int = BATCH_SIZE,
     on_progress: Callable[[Progress], None] = lambda progress: None,
     on_bad_line: Callable[[str, BadLine], None] = lambda name, bad: None,
+    layout: Layout | None = None,
 ) -> Summary:
     """Ingest the logs ``names`` in order. A bad line (unreadable, or refused by the tracker)
     stops everything before its batch is sent, unless ``skip_bad``. ``start_line`` skips the
-    lines of the first file before it (a resumed run)."""
+    lines of the first file before it (a resumed run). ``layout``: the format and field
+    names of the logs (default: detected CSV or JSON lines with the standard names)."""
     summary = Summary()
     began = time.perf_counter()
     for index, name in enumerate(names):
         first_line = start_line if index == 0 else 1
+        reader = LogReader(layout)
         stopped = _ingest_file(
-            tracker, name, first_line, skip_bad, batch_size, summary, on_progress, on_bad_line
+            tracker,
+            reader,
+            name,
+            first_line,
+            skip_bad,
+            batch_size,
+            summary,
+            on_progress,
+            on_bad_line,
         )
+        summary.unknown_keys.update(reader.unknown_keys)
         summary.files += 1
         if stopped is not None:
             stopped.files = list(names[index:])
@@ -205,6 +220,7 @@ def ingest(
 
 def _ingest_file(
     tracker: ActivityTracker,
+    reader: LogReader,
     name: str,
     first_line: int,
     skip_bad: bool,
@@ -213,7 +229,6 @@ def _ingest_file(
     on_progress: Callable[[Progress], None],
     on_bad_line: Callable[[str, BadLine], None],
 ) -> Stopped | None:
-    reader = LogReader()
     batch: list[Event] = []
     batch_start = first_line  # first line not yet written
     try:
@@ -222,6 +237,7 @@ def _ingest_file(
                 if number < first_line:
                     if text is not None:
                         reader.read_line(number, text)  # still learn the format and header
+                        reader.unknown_keys.clear()  # but report only the lines ingested
                     continue
                 if text is None:
                     result: Event | BadLine | None = BadLine(number, "not UTF-8 text")

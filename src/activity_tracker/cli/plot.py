@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..corrections import RELATIVE_STANDARD_ERROR, Estimate
 from ..keys import Bucket
-from .reporting import RELATIVE_STANDARD_ERROR, SIGMAS, bucket_label
+from .reporting import SIGMAS, bucket_label
 
-Series = dict[Bucket, list[tuple[datetime.date, float]]]
+#: Per bucket, its points: (day, count, standard error).
+Series = dict[Bucket, list[tuple[datetime.date, float, float]]]
 
 
 #: The chart formats, by file name suffix (matplotlib writes them all without extra packages).
@@ -49,17 +51,17 @@ def plot_counts(
     title: str,
     exact: Series | None = None,
 ) -> None:
-    """Save a chart of ``series`` (one line per bucket, with the band of ±2 standard errors)
-    to ``path``; ``exact`` adds the exact counts as dots."""
+    """Save a chart of ``series`` (one line per bucket, with the band of ±2 standard errors
+    of each point) to ``path``; ``exact`` adds the exact counts as crosses."""
     figure_class = _figure_class()
     figure = figure_class(figsize=(10, 5.5), dpi=100, layout="constrained")
     axes = figure.add_subplot()
     for bucket, points in series.items():
         if not points:
             continue
-        days = [day for day, _ in points]
-        counts = [count for _, count in points]
-        band = [SIGMAS * RELATIVE_STANDARD_ERROR * count for count in counts]
+        days = [day for day, _, _ in points]
+        counts = [count for _, count, _ in points]
+        band = [SIGMAS * stderr for _, _, stderr in points]
         (line,) = axes.plot(days, counts, marker=".", label=bucket_label(bucket))
         axes.fill_between(
             days,
@@ -72,8 +74,8 @@ def plot_counts(
         if exact and exact.get(bucket):
             exact_points = exact[bucket]
             axes.plot(
-                [day for day, _ in exact_points],
-                [count for _, count in exact_points],
+                [day for day, _, _ in exact_points],
+                [count for _, count, _ in exact_points],
                 linestyle="none",
                 marker="x",
                 color=line.get_color(),
@@ -85,7 +87,8 @@ def plot_counts(
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize="small")
     axes.annotate(
-        f"bands: ±{SIGMAS}σ, σ = 1.04/√16384 ≈ {RELATIVE_STANDARD_ERROR:.2%}",
+        f"bands: ±{SIGMAS}σ, σ = 1.04/√16384 ≈ {RELATIVE_STANDARD_ERROR:.2%} of what each "
+        "count's sketch holds",
         xy=(0.01, 0.01),
         xycoords="axes fraction",
         fontsize="small",
@@ -95,9 +98,10 @@ def plot_counts(
     figure.savefig(path, format=plot_format(path))
 
 
-def series_from_rows(rows: Sequence[tuple[datetime.date, dict[Bucket, int]]]) -> Series:
+def series_from_rows(rows: Sequence[tuple[datetime.date, dict[Bucket, Estimate]]]) -> Series:
+    """The series of ``lookup(..., with_error=True)`` rows."""
     series: Series = {}
-    for start, counts in rows:
-        for bucket, count in counts.items():
-            series.setdefault(bucket, []).append((start, float(count)))
+    for start, estimates in rows:
+        for bucket, estimate in estimates.items():
+            series.setdefault(bucket, []).append((start, float(estimate.count), estimate.stderr))
     return series

@@ -6,30 +6,29 @@ import csv
 import datetime
 import io
 import json
-import math
 from collections.abc import Sequence
 
 from rich.table import Table
 
+from ..corrections import RELATIVE_STANDARD_ERROR, Estimate
 from ..keys import Bucket
 
-#: Relative standard error of a Redis HyperLogLog (16,384 registers): 1.04/sqrt(16384).
-RELATIVE_STANDARD_ERROR = 1.04 / math.sqrt(16384)
 #: The ± shown next to each estimate is this many standard errors (about 95% of counts).
 SIGMAS = 2
 DEFAULT_BUCKET_LABEL = "(default)"
 
 TABLE_NOTE = (
-    f"± = {SIGMAS} standard errors of the HyperLogLog estimate ({RELATIVE_STANDARD_ERROR:.2%} "
-    "of the count each): about 95% of counts lie that close to the exact count."
+    f"± = {SIGMAS} standard errors of the HyperLogLog sketch each count was read from "
+    f"({RELATIVE_STANDARD_ERROR:.2%} of what the sketch holds, ids moved out included): "
+    "about 95% of counts lie that close to the exact count."
 )
 
-Row = tuple[datetime.date, dict[Bucket, int]]
+Row = tuple[datetime.date, dict[Bucket, Estimate]]
 
 
-def error_bound(count: float) -> int:
-    """The ± of a count: two standard errors of the estimate, rounded to a whole id."""
-    return round(SIGMAS * RELATIVE_STANDARD_ERROR * count)
+def error_bound(estimate: Estimate) -> int:
+    """The ± of an estimate: two standard errors, rounded to a whole id."""
+    return round(SIGMAS * estimate.stderr)
 
 
 def bucket_label(bucket: Bucket) -> str:
@@ -50,11 +49,11 @@ def records(period: str, rows: Sequence[Row]) -> list[dict[str, object]]:
             "period": period,
             "start": start.isoformat(),
             "bucket": bucket,
-            "count": count,
-            "plus_minus": error_bound(count),
+            "count": estimate.count,
+            "plus_minus": error_bound(estimate),
         }
         for start, counts in rows
-        for bucket, count in counts.items()
+        for bucket, estimate in counts.items()
     ]
 
 
@@ -94,10 +93,10 @@ def as_table(period: str, rows: Sequence[Row]) -> Table:
     for start, counts in rows:
         table.add_row(
             start.isoformat(),
-            *(_cell(counts.get(bucket, 0)) for bucket in buckets),
+            *(_cell(counts.get(bucket, Estimate(0, 0.0))) for bucket in buckets),
         )
     return table
 
 
-def _cell(count: int) -> str:
-    return f"{count:,} ±{error_bound(count):,}"
+def _cell(estimate: Estimate) -> str:
+    return f"{estimate.count:,} ±{error_bound(estimate):,}"

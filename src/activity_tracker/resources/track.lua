@@ -1,133 +1,221 @@
--- Record one activity in one or more periods, atomically (key schema: keys.py).
+-- Record one activity in one or more periods, atomically (key schema and values: keys.py).
 --
--- ARGV[1] "1" when an id is added, ARGV[2] "1" when an old id is moved out,
--- ARGV[3] the id, ARGV[4] the code of its bucket, ARGV[5] the old id, ARGV[6] the code of
--- its bucket.
--- KEYS, for each period in turn: moved, counts, [old hll, old out, old back, left] when
---   moving out, [buckets, hll, out, back] when adding.
--- The move out happens before the add, as in the exact-set model.
+-- ARGV: mode ("1" add, "2" move out, "3" both), the new bucket's code, the old bucket's code,
+--   the proposed deadline D of each period, then the id, its 8-byte hash, the old id, its
+--   hash (the fixed part first, the id-dependent part last).
+-- KEYS, for each period in turn: reg, chg, [hll of the new bucket] when adding, [hll of the
+--   old bucket] when moving out.
+-- Returns 0, or {which, period number} when the bucket (which: 1 new, 2 old) is an aggregate
+-- in that period: then nothing was written.
 --
--- Expiry: a collapse with a retention sets it on every raw key it knows of and writes the
--- moment in the counts hash ("@expires"). A call that may create a raw key (a move, a bucket
--- not yet registered, an id moved before) reads that moment and gives the period's keys it
--- writes the same deadline, so keys written after a collapse do not outlive the others (and
--- after the deadline, they are gone at once: the counts are final).
+-- Per period: move the old id out of the old bucket (into its sketch, its record for that
+-- bucket OUT), then add the id (into its sketch; if the id has records in the period, its
+-- record for the bucket BACK). "@out:<index>" stays the exact number of OUT records of each
+-- bucket, "@moved" the number of ids with records.
 --
--- Nothing is written unless every key that will be written holds our kind of data (or
--- nothing): each key is first probed with one read that fails on someone else's data, and
--- the reads the writes need anyway (is the id in "moved"? is the bucket registered?) are
--- those probes. The "out"/"back" sets of an add are only probed, and only written, when
--- the id was moved in the period. A bucket's HLL is probed until the bucket is in the
--- period's registry: it is registered by the same atomic call that first writes its HLL, so
--- from then on the HLL is ours (were someone to overwrite it later, Redis would refuse the
--- PFADD, leaving it untouched, and the call would fail).
+-- Pass 1 reads and probes, pass 2 writes: nothing is written unless every key to be written
+-- holds our kind of data (or nothing). The registry's HMGET is also its type probe, the
+-- records' HMGET that of chg. A bucket's sketch is probed until the bucket is registered:
+-- it is registered by the same call that first writes its sketch, so from then on the
+-- sketch is ours (were someone to overwrite it, Redis would refuse the PFADD and the call
+-- would fail).
 --
--- This runs once per event: it is kept to the fewest calls (three per period for an add of
--- a registered bucket) and few tables.
+-- Expiry: the period's first write stores D in the registry and sets it on every key it
+-- writes; later writes read it there and set it on the keys they may create. So all raw keys
+-- of a period expire together, and none ever lives without an expiry.
+--
+-- This runs once per event. The common case (a registered bucket, no id changes in the
+-- period) is one HMGET and one PFADD per period; with id changes, one HMGET of chg more
+-- (the records of the id's shard), and only an id with records goes the longer way.
 
-local adds = ARGV[1] == '1'
-local discards = ARGV[2] == '1'
-local id, bucket_code, old_id, old_code = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local stride = 2 + (discards and 4 or 0) + (adds and 4 or 0)
-local add_at = discards and 7 or 3 -- offset of "buckets" within a period's keys
+local mode = ARGV[1]
+local adds, moves = mode ~= '2', mode ~= '1'
+local code, old_code = ARGV[2], ARGV[3]
+local stride = 2 + (adds and 1 or 0) + (moves and 1 or 0)
+local periods = #KEYS / stride
+local id, hash, old_id, old_hash = ARGV[4 + periods], ARGV[5 + periods], ARGV[6 + periods], ARGV[7 + periods]
 
-local problem = nil -- the first key found holding someone else's data
-local function refuse(key, what)
-  problem = problem or ('WRONGTYPE activity-tracker key ' .. key .. ' holds ' .. what)
+local function with_flag(blob, at, index, flag)
+  return string.sub(blob, 1, at + 7) .. tail(index, flag) .. string.sub(blob, at + 10)
 end
 
--- A set probe: SISMEMBER, which fails on a key of another type.
-local function probe_set(key, member)
-  local reply = redis.pcall('SISMEMBER', key, member)
-  if type(reply) == 'table' then
-    refuse(key, 'a value that is not a set')
-    return false
+local fields = {code}
+if moves then
+  fields = {code, old_code, '@next'}
+end
+fields[#fields + 1] = '@deadline'
+fields[#fields + 1] = '@moved'
+
+-- Pass 1 for a period outside the common case: probe, and decide every write. Returns the
+-- plan, or nil and the reply refusing the call.
+local function plan_period(p, base, read)
+  local reg, chg = KEYS[base + 1], KEYS[base + 2]
+  local plan = {reg = reg, chg = chg, deadline = ARGV[3 + p]}
+  local deadline, moved = read[#fields - 1], read[#fields]
+  plan.fresh = not deadline -- the period's first write
+  if deadline then
+    plan.deadline = deadline
   end
-  return reply == 1
-end
-
--- A HyperLogLog probe: its first bytes are "HYLL", or the key does not exist.
-local function probe_hll(key)
-  local head = redis.pcall('GETRANGE', key, 0, 3)
-  if type(head) == 'table' then
-    refuse(key, 'a value that is not a string')
-  elseif head ~= 'HYLL' and (head ~= '' or redis.call('EXISTS', key) == 1) then
-    refuse(key, 'a string that is not a HyperLogLog')
-  end
-end
-
--- The deadline of a collapsed period's raw keys, or false; HGET fails on a key of another type.
-local function probe_deadline(key)
-  local reply = redis.pcall('HGET', key, '@expires')
-  if type(reply) == 'table' and reply.err then
-    refuse(key, 'a value that is not a hash')
-    return false
-  end
-  return reply
-end
-
--- First pass: probe every key to be written; remember per period (by its first key's index)
--- whether the bucket is registered, whether the id was moved, and the period's deadline.
-local registered, was_moved, deadline = {}, {}, {}
-for base = 1, #KEYS, stride do
-  local creates = discards
-  if discards then
-    probe_hll(KEYS[base + 2])
-    probe_set(KEYS[base + 3], old_id)
-    probe_set(KEYS[base + 4], old_id)
-    probe_set(KEYS[base + 5], old_code)
+  local states = {}
+  states[code] = read[1]
+  if moves then
+    states[old_code] = read[2]
+    plan.next = tonumber(read[3]) or 0
+    plan.old_hll = KEYS[base + stride]
   end
   if adds then
-    local at = base + add_at - 1
-    local known = probe_set(KEYS[at], bucket_code)
-    if not known then
-      probe_hll(KEYS[at + 1])
-    end
-    -- Moved in this period before, or by this very call.
-    local moved = probe_set(KEYS[base], id) or (discards and id == old_id)
-    if moved then
-      probe_set(KEYS[at + 2], id)
-      probe_set(KEYS[at + 3], id)
-    end
-    registered[base], was_moved[base] = known, moved
-    creates = creates or not known or moved
-  else
-    probe_set(KEYS[base], old_id)
+    plan.hll = KEYS[base + 3]
   end
-  deadline[base] = creates and probe_deadline(KEYS[base + 1])
+  for which, c in ipairs({code, old_code}) do
+    local state = states[c]
+    if state and string.sub(state, 1, 1) == 'a' and ((which == 1 and adds) or (which == 2 and moves)) then
+      return nil, {which, p}
+    end
+  end
+  if adds and not states[code] then
+    probe_hll(plan.hll)
+  end
+  if moves and not states[old_code] then
+    probe_hll(plan.old_hll)
+  end
+  if problem then
+    return plan
+  end
+  plan.new_keys = {} -- keys this call may create
+  plan.states = {} -- new registry values
+  plan.out = {} -- index -> change of "@out:<index>"
+  plan.moved, plan.blobs = 0, {}
+  local function state_of(c)
+    return plan.states[c] or tonumber(states[c]) or 0
+  end
+  local function index_of(c)
+    return index_in(plan, c, states[c])
+  end
+
+  if moves or (adds and moved) then
+    local old_shard = moves and shard_of(old_hash)
+    local new_shard = adds and shard_of(hash)
+    local blobs = {}
+    local read_shards = {}
+    if old_shard then
+      read_shards[#read_shards + 1] = old_shard
+    end
+    if new_shard and new_shard ~= old_shard then
+      read_shards[#read_shards + 1] = new_shard
+    end
+    local got = hash_call('HMGET', chg, unpack(read_shards)) or {}
+    if problem then
+      return plan
+    end
+    for i, s in ipairs(read_shards) do
+      blobs[s] = got[i] or ''
+    end
+    local changed = {}
+    if moves then
+      local blob = blobs[old_shard]
+      local found = records_of(blob, old_hash)
+      if next(found) == nil then
+        plan.moved = 1
+      end
+      local index = index_of(old_code)
+      local record = found[index]
+      if not record then
+        blobs[old_shard] = blob .. old_hash .. tail(index, 0)
+        plan.out[index] = (plan.out[index] or 0) + 1
+        changed[old_shard] = true
+      elseif record.flag == 1 then
+        blobs[old_shard] = with_flag(blob, record.at, index, 0)
+        plan.out[index] = (plan.out[index] or 0) + 1
+        changed[old_shard] = true
+      end
+    end
+    if adds then
+      local blob = blobs[new_shard]
+      local found = records_of(blob, hash)
+      if next(found) ~= nil then
+        local index = index_of(code)
+        local record = found[index]
+        if not record then
+          blobs[new_shard] = blob .. hash .. tail(index, 1)
+          changed[new_shard] = true
+        elseif record.flag == 0 then
+          blobs[new_shard] = with_flag(blob, record.at, index, 1)
+          plan.out[index] = (plan.out[index] or 0) - 1
+          changed[new_shard] = true
+        end
+      end
+    end
+    for s in pairs(changed) do
+      plan.blobs[#plan.blobs + 1] = s
+      plan.blobs[#plan.blobs + 1] = blobs[s]
+    end
+  end
+  if adds and state_of(code) % 2 == 0 then
+    plan.states[code] = state_of(code) + 1
+  end
+  -- A sketch of an unregistered bucket is created now (a fresh period registers none).
+  if adds and (plan.fresh or not states[code]) then
+    plan.new_keys[#plan.new_keys + 1] = plan.hll
+  end
+  if moves and (plan.fresh or not states[old_code]) and not (adds and old_code == code) then
+    plan.new_keys[#plan.new_keys + 1] = plan.old_hll
+  end
+  return plan
+end
+
+-- Pass 1: read, probe, and decide every write of every period. The common case (an add to a
+-- bucket ids were added to before, of an id without change records) needs only its PFADD.
+local plans = {}
+for p = 1, periods do
+  local base = (p - 1) * stride
+  local read = hash_call('HMGET', KEYS[base + 1], unpack(fields)) or {}
+  if problem then
+    break
+  end
+  local state = tonumber(read[1])
+  local common = not moves and state and state % 2 == 1 and read[2]
+  if common and read[3] then
+    -- The period has id changes: the common case still, if this id has no records.
+    local blob = hash_call('HGET', KEYS[base + 2], shard_of(hash))
+    if problem then
+      break
+    end
+    common = not blob or not string.find(blob, hash, 1, true)
+  end
+  if common then
+    plans[p] = false
+  else
+    local plan, refusal = plan_period(p, base, read)
+    if refusal then
+      return refusal
+    end
+    if problem then
+      break
+    end
+    plans[p] = plan
+  end
 end
 if problem then
   return redis.error_reply(problem)
 end
 
--- Second pass: write.
-for base = 1, #KEYS, stride do
-  if discards then
-    -- Adding the old id to the HLL keeps "out" a subset of what the HLL counts, so that
-    -- moving an id that was never tracked changes no count.
-    redis.call('PFADD', KEYS[base + 2], old_id)
-    redis.call('SADD', KEYS[base], old_id)
-    redis.call('SADD', KEYS[base + 3], old_id)
-    redis.call('SREM', KEYS[base + 4], old_id)
-    redis.call('SADD', KEYS[base + 5], old_code)
+-- Pass 2: write.
+local function write(plan)
+  if moves then
+    redis.call('PFADD', plan.old_hll, old_id)
   end
   if adds then
-    local at = base + add_at - 1
-    redis.call('PFADD', KEYS[at + 1], id)
-    if not registered[base] then
-      redis.call('SADD', KEYS[at], bucket_code)
-    end
-    if was_moved[base] then
-      redis.call('SREM', KEYS[at + 2], id)
-      redis.call('SADD', KEYS[at + 3], id)
-    end
+    redis.call('PFADD', plan.hll, id)
   end
-  if deadline[base] then
-    local at = math.floor(tonumber(deadline[base]))
-    redis.call('EXPIREAT', KEYS[base], at)
-    for i = base + 2, base + stride - 1 do
-      redis.call('EXPIREAT', KEYS[i], at)
-    end
+  write_plan(plan, function(c)
+    return c
+  end)
+end
+for p = 1, periods do
+  if plans[p] then
+    write(plans[p])
+  else
+    redis.call('PFADD', KEYS[(p - 1) * stride + 3], id)
   end
 end
 return 0

@@ -1,22 +1,25 @@
--- Record a batch of activities in one or more periods, atomically (key schema: keys.py; the
--- grouping, and why it equals recording the activities one by one: BatchGroups in
--- redis_plan.py).
+-- Record a batch of activities in one or more periods, atomically (key schema and values:
+-- keys.py; the grouping, and why it equals recording the activities one by one:
+-- BatchGroups in redis_plan.py).
 --
 -- One section per period, KEYS and ARGV holding the sections one after the other.
--- KEYS of a section: moved, buckets, left, counts, then (hll, out, back) per bucket of the
---   batch.
--- ARGV of a section: its number of buckets, the list of ids moved in the batch, then per
---   bucket in KEYS order: its code, "1" if ids were added to it (it joins the bucket
---   registry), "1" if ids were moved out of it (it joins "left"), and its three id lists
---   "check", "out" and "back".
--- A list is its length n followed by its n ids, or -n followed by one argument holding the
--- n ids joined by "\n" (cheaper to send; used when no id contains "\n").
--- Every id of a bucket's lists goes into its HLL. "check" ids were added before any move of
--- theirs in the batch: those already in "moved" are corrected as track.lua corrects an add.
--- Then the batch's moves are recorded, then "out" ids end in the bucket's out set (moved out
--- last) and "back" ids in its back set (added last, after a move). If the period was
--- collapsed with a retention, its keys get the deadline stored in its counts hash, as in
--- track.lua.
+-- KEYS of a section: reg, chg, then the sketch of each bucket of the batch.
+-- ARGV of a section: the proposed deadline D, the number of buckets, then per bucket in KEYS
+--   order: its code, its flags (1: ids were added to it, 2: ids were moved out of it), the
+--   ids going into its sketch, and its "checks": the 8-byte hashes, concatenated, of the ids
+--   added to it that the batch never moves. Then the number of moved ids, and one argument
+--   per id moved in the batch: its hash followed by 3-byte operations
+--   (bucket number * 4 + kind), kind 0 an add before its first move in the batch, 1 a
+--   bucket whose last operation since that move is a move out, 2 one where it is an add.
+-- A list of ids is its length n followed by its n ids, or -n followed by one argument holding
+-- the n ids joined by "\n" (cheaper to send; used when no id contains "\n").
+-- Returns 0, or {section, bucket number} when a bucket written to is an aggregate in that
+-- section's period: then nothing was written.
+--
+-- Records are only read where they can matter: the checks only when the period has id
+-- changes ("@moved"), in one HGET per shard touched, or in one HGETALL when the period has
+-- fewer ids with records than the batch has checks. In the common case (registered buckets,
+-- no id changes) a section is one HMGET and its PFADDs.
 
 local pos = 1
 local function next_list()
@@ -40,129 +43,243 @@ local function next_list()
   return list
 end
 
--- Read the sections (no writes yet), noting the type each key must have.
-local sections, expected = {}, {}
-local k = 1
-while k <= #KEYS do
-  local section = {
-    first = k, moved = KEYS[k], registry = KEYS[k + 1], left = KEYS[k + 2], counts = KEYS[k + 3],
-    groups = {},
-  }
-  expected[k], expected[k + 1], expected[k + 2], expected[k + 3] = 'set', 'set', 'set', 'hash'
-  local buckets = tonumber(ARGV[pos])
-  pos = pos + 1
-  section.moved_ids = next_list()
-  k = k + 4
-  for _ = 1, buckets do
-    local g = {hll = KEYS[k], out = KEYS[k + 1], back = KEYS[k + 2]}
-    expected[k], expected[k + 1], expected[k + 2] = 'string', 'set', 'set'
-    g.code, g.registered, g.left = ARGV[pos], ARGV[pos + 1] == '1', ARGV[pos + 2] == '1'
-    pos = pos + 3
-    g.check = next_list()
-    g.out_ids = next_list()
-    g.back_ids = next_list()
-    section.groups[#section.groups + 1] = g
-    k = k + 3
+-- Read one section and decide its writes (pass 1: nothing is written).
+local function plan_section(first_key)
+  local s = {reg = KEYS[first_key], chg = KEYS[first_key + 1], deadline = ARGV[pos]}
+  local count = tonumber(ARGV[pos + 1])
+  pos = pos + 2
+  local buckets, fields = {}, {}
+  for b = 1, count do
+    local g = {hll = KEYS[first_key + 1 + b], code = ARGV[pos], flags = tonumber(ARGV[pos + 1])}
+    pos = pos + 2
+    g.ids = next_list()
+    g.checks = ARGV[pos]
+    pos = pos + 1
+    buckets[b], fields[b] = g, g.code
   end
-  section.last = k - 1
-  sections[#sections + 1] = section
-end
-
-local problem = foreign_key_error(function(i)
-  return expected[i]
-end)
-if problem then
-  return problem
-end
-
--- unpack() has a stack limit: send long lists in slices.
-local SLICE = 2000
-local function each_slice(command, key, list)
-  for from = 1, #list, SLICE do
-    redis.call(command, key, unpack(list, from, math.min(from + SLICE - 1, #list)))
+  s.buckets, s.last_key = buckets, first_key + 1 + count
+  local moved_entries = {}
+  for e = 1, tonumber(ARGV[pos]) do
+    moved_entries[e] = ARGV[pos + e]
   end
-end
+  pos = pos + 1 + #moved_entries
 
-local function record(section)
-  local moved, groups = section.moved, section.groups
-
-  -- The HLLs and the bucket registries only grow: their order does not matter.
-  local codes, left = {}, {}
-  for _, g in ipairs(groups) do
-    each_slice('PFADD', g.hll, g.check)
-    each_slice('PFADD', g.hll, g.out_ids)
-    each_slice('PFADD', g.hll, g.back_ids)
-    if g.registered then
-      codes[#codes + 1] = g.code
+  fields[count + 1], fields[count + 2], fields[count + 3] = '@deadline', '@moved', '@next'
+  local read = {}
+  for from = 1, #fields, SLICE do
+    local got = hash_call('HMGET', s.reg, unpack(fields, from, math.min(from + SLICE - 1, #fields)))
+    if not got then
+      return s
     end
-    if g.left then
-      left[#left + 1] = g.code
+    for i = 1, #got do
+      read[from + i - 1] = got[i]
     end
   end
-  each_slice('SADD', section.registry, codes)
-  each_slice('SADD', section.left, left)
-
-  -- Adds before any move in the batch: correct those of ids moved before the batch. The
-  -- moved set is small (it grows with id changes, not users): read it once unless the batch
-  -- is smaller.
-  local moved_size = redis.call('SCARD', moved)
-  if moved_size > 0 then
-    local known = nil
-    local total = 0
-    for _, g in ipairs(groups) do
-      total = total + #g.check
+  local states = {}
+  for b = 1, count do
+    states[b] = read[b]
+  end
+  s.fresh = not read[count + 1]
+  if read[count + 1] then
+    s.deadline = read[count + 1]
+  end
+  local moved_count = tonumber(read[count + 2]) or 0
+  s.next = tonumber(read[count + 3]) or 0
+  for b, g in ipairs(buckets) do
+    if states[b] and string.sub(states[b], 1, 1) == 'a' then
+      s.refused = b
+      return s
     end
-    if moved_size <= total then
-      known = {}
-      for _, id in ipairs(redis.call('SMEMBERS', moved)) do
-        known[id] = true
+    if not states[b] then
+      probe_hll(g.hll)
+    end
+  end
+  if problem then
+    return s
+  end
+
+  s.states, s.out, s.moved = {}, {}, 0
+  local function state_of(b)
+    return s.states[b] or tonumber(states[b]) or 0
+  end
+  local function index_of(b)
+    return index_in(s, b, states[b])
+  end
+  for b, g in ipairs(buckets) do
+    if g.flags % 2 == 1 and state_of(b) % 2 == 0 then
+      s.states[b] = state_of(b) + 1
+    end
+  end
+
+  -- The records, read per shard as needed; edits kept per shard until written.
+  local blobs, flips, appended = {}, {}, {}
+  local function blob_of(shard)
+    local blob = blobs[shard]
+    if not blob then
+      blob = hash_call('HGET', s.chg, shard) or ''
+      blobs[shard] = blob
+    end
+    return blob
+  end
+  local function append(shard, h, index, flag)
+    local list = appended[shard]
+    if not list then
+      list = {}
+      appended[shard] = list
+    end
+    list[#list + 1] = h .. tail(index, flag)
+    if flag == 0 then
+      s.out[index] = (s.out[index] or 0) + 1
+    end
+  end
+  local function flip(shard, at, index, flag)
+    flips[shard] = flips[shard] or {}
+    flips[shard][at] = tail(index, flag)
+    s.out[index] = (s.out[index] or 0) + (flag == 0 and 1 or -1)
+  end
+  -- Make the records of h (found: {index = {at, flag}}) end with final: {index = flag}.
+  local function settle(shard, h, found, final)
+    for index, flag in pairs(final) do
+      local old = found[index]
+      if not old then
+        append(shard, h, index, flag)
+      elseif old.flag ~= flag then
+        flip(shard, old.at, index, flag)
       end
     end
-    for _, g in ipairs(groups) do
-      local found = {}
-      if known then
-        for _, id in ipairs(g.check) do
-          if known[id] then
-            found[#found + 1] = id
-          end
+  end
+
+  if moved_count > 0 then
+    local total = 0
+    for _, g in ipairs(buckets) do
+      total = total + #g.checks / 8
+    end
+    local known = nil
+    if total > moved_count then
+      local all = hash_call('HGETALL', s.chg)
+      if not all then
+        return s
+      end
+      known = {}
+      for i = 1, #all, 2 do
+        local blob = all[i + 1]
+        blobs[all[i]] = blob
+        for at = 1, #blob, 10 do
+          known[string.sub(blob, at, at + 7)] = true
         end
-      else
-        for from = 1, #g.check, SLICE do
-          local to = math.min(from + SLICE - 1, #g.check)
-          local flags = redis.call('SMISMEMBER', moved, unpack(g.check, from, to))
-          for j = 1, #flags do
-            if flags[j] == 1 then
-              found[#found + 1] = g.check[from + j - 1]
+      end
+    end
+    for b, g in ipairs(buckets) do
+      local checks = g.checks
+      for at = 1, #checks, 8 do
+        local h = string.sub(checks, at, at + 7)
+        if not known or known[h] then
+          local shard = shard_of(h)
+          local blob = blob_of(shard)
+          if problem then
+            return s
+          end
+          if string.find(blob, h, 1, true) then -- most ids have no records
+            local found = records_of(blob, h)
+            if next(found) ~= nil then
+              settle(shard, h, found, {[index_of(b)] = 1})
             end
           end
         end
       end
-      each_slice('SREM', g.out, found)
-      each_slice('SADD', g.back, found)
     end
   end
 
-  -- The batch's moves, then where each moved id ends in each bucket it touched.
-  each_slice('SADD', moved, section.moved_ids)
-  for _, g in ipairs(groups) do
-    each_slice('SADD', g.out, g.out_ids)
-    each_slice('SREM', g.back, g.out_ids)
-    each_slice('SREM', g.out, g.back_ids)
-    each_slice('SADD', g.back, g.back_ids)
-  end
-
-  local deadline = redis.call('HGET', section.counts, '@expires')
-  if deadline then
-    local at = math.floor(tonumber(deadline))
-    for i = section.first, section.last do
-      if KEYS[i] ~= section.counts then
-        redis.call('EXPIREAT', KEYS[i], at)
+  for _, entry in ipairs(moved_entries) do
+    local h = string.sub(entry, 1, 8)
+    local shard = shard_of(h)
+    local blob = blob_of(shard)
+    if problem then
+      return s
+    end
+    local found = string.find(blob, h, 1, true) and records_of(blob, h)
+    local had = found and next(found) ~= nil
+    local final = {}
+    for at = 9, #entry, 3 do
+      local op = (string.byte(entry, at) * 256 + string.byte(entry, at + 1)) * 256 + string.byte(entry, at + 2)
+      local kind = op % 4
+      if kind ~= 0 or had then -- an add before its first move counts only if it had records
+        final[index_of(math.floor(op / 4) + 1)] = kind == 1 and 0 or 1
+      end
+    end
+    if had then
+      settle(shard, h, found, final)
+    else
+      s.moved = s.moved + 1
+      for index, flag in pairs(final) do
+        append(shard, h, index, flag)
       end
     end
   end
+
+  -- The new value of each shard edited.
+  s.blobs = {}
+  local edited = {}
+  for shard in pairs(flips) do
+    edited[shard] = true
+  end
+  for shard in pairs(appended) do
+    edited[shard] = true
+  end
+  for shard in pairs(edited) do
+    local blob, parts = blobs[shard], {}
+    local changed = flips[shard]
+    if changed then
+      local positions, from = {}, 1
+      for at in pairs(changed) do
+        positions[#positions + 1] = at
+      end
+      table.sort(positions)
+      for _, at in ipairs(positions) do
+        parts[#parts + 1] = string.sub(blob, from, at + 7)
+        parts[#parts + 1] = changed[at]
+        from = at + 10
+      end
+      blob = string.sub(blob, from)
+    end
+    parts[#parts + 1] = blob
+    parts[#parts + 1] = table.concat(appended[shard] or {})
+    s.blobs[#s.blobs + 1] = shard
+    s.blobs[#s.blobs + 1] = table.concat(parts)
+  end
+  s.new_keys = {}
+  for b, g in ipairs(buckets) do
+    if s.fresh or not states[b] then
+      s.new_keys[#s.new_keys + 1] = g.hll
+    end
+  end
+  return s
 end
 
-for _, section in ipairs(sections) do
-  record(section)
+-- Write one planned section (pass 2).
+local function write_section(s)
+  for _, g in ipairs(s.buckets) do
+    each_slice('PFADD', g.hll, g.ids)
+  end
+  write_plan(s, function(b)
+    return s.buckets[b].code
+  end)
+end
+
+local sections = {}
+local k = 1
+while k <= #KEYS do
+  local s = plan_section(k)
+  if s.refused then
+    return {#sections + 1, s.refused}
+  end
+  if problem then
+    return redis.error_reply(problem)
+  end
+  sections[#sections + 1] = s
+  k = s.last_key + 1
+end
+for _, s in ipairs(sections) do
+  write_section(s)
 end
 return 0
