@@ -60,9 +60,13 @@ class ActivityChecker:
         bucket = self._bucket(bucket, "bucket")
         old_bucket = self._bucket(old_bucket, "old_bucket")
         found = self._day(date)
-        if id is not None and (type(id) is not str or not id.isascii()):
+        if id is not None and (
+            type(id) is not str or not id.isascii() or len(id) > arguments.MAX_ID_BYTES
+        ):
             id = arguments.id_text(id, "id")
-        if old_id is not None and (type(old_id) is not str or not old_id.isascii()):
+        if old_id is not None and (
+            type(old_id) is not str or not old_id.isascii() or len(old_id) > arguments.MAX_ID_BYTES
+        ):
             old_id = arguments.id_text(old_id, "old_id")
         return Activity(*found, id, bucket, old_id, old_bucket)
 
@@ -127,6 +131,7 @@ class ActivityChecker:
                 if (
                     type(new_id) is str
                     and new_id.isascii()  # else the full check: it may not be valid text
+                    and len(new_id) <= arguments.MAX_ID_BYTES
                     and old_id is None
                     and old_bucket is None
                     and type(date) is date_type

@@ -144,6 +144,11 @@ class Columns:
             name: _text(arrays[name], name, length) if name in arrays else _nulls(length)
             for name in given
         }
+        for name, text in texts.items():
+            sizes = pc.binary_length(text)
+            if (pc.max(sizes).as_py() or 0) > arguments.MAX_ID_BYTES:
+                row = pc.index(pc.greater(sizes, arguments.MAX_ID_BYTES), True).as_py()
+                arguments.id_text(text[row].as_py(), f"{name}[{row}]")
         missing = pc.and_(pc.is_null(texts["ids"]), pc.is_null(texts["old_ids"]))
         if pc.any(missing).as_py():
             row = pc.index(missing, True).as_py()

@@ -11,6 +11,7 @@ import io
 import os
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -71,14 +72,39 @@ class Progress:
 
 @dataclass
 class Stopped:
-    """Ingest stopped at a bad line; nothing from ``resume_line`` of ``files[0]`` on was
-    written."""
+    """Ingest stopped at a bad line, or at ``line_number`` of a file it could not read on
+    (``unreadable``: a missing, truncated or corrupt file); nothing from ``resume_line`` of
+    ``files[0]`` on was written."""
 
     name: str
     line_number: int
     reason: str
     resume_line: int
     files: list[str]
+    unreadable: bool = False
+
+
+class _Unreadable(Exception):
+    """Reading a log failed at line ``line_number`` (0: it could not be opened)."""
+
+    def __init__(self, line_number: int, reason: str) -> None:
+        super().__init__(reason)
+        self.line_number = line_number
+        self.reason = reason
+
+
+# What reading a file can raise: the OS, and gzip on a truncated (EOFError) or corrupt file.
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def _read_failure(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "the gzip data ends before its end marker (a truncated file?)"
+    if isinstance(exc, gzip.BadGzipFile | zlib.error):
+        return f"corrupt gzip data ({exc})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 @dataclass
@@ -113,34 +139,46 @@ class _CountingReader(io.RawIOBase):
 @contextmanager
 def open_log(name: str) -> Iterator[tuple[IO[bytes], _CountingReader, int | None]]:
     """A log file as a binary stream (``-``: stdin; gzip detected by its magic bytes), the
-    byte counter of the underlying stream, and its size when known."""
-    if name == STDIN:
-        raw: IO[bytes] = sys.stdin.buffer
-        size = None
-    else:
-        raw = open(name, "rb")  # noqa: SIM115 - closed below
-        size = os.fstat(raw.fileno()).st_size or None
+    byte counter of the underlying stream, and its size when known. A file that cannot be
+    opened or read on raises :class:`_Unreadable`."""
+    try:
+        if name == STDIN:
+            raw: IO[bytes] = sys.stdin.buffer
+            size = None
+        else:
+            raw = open(name, "rb")  # noqa: SIM115 - closed below
+            size = os.fstat(raw.fileno()).st_size or None
+    except _READ_ERRORS as exc:
+        raise _Unreadable(0, _read_failure(exc)) from exc
     try:
         counter = _CountingReader(raw)
         buffered = io.BufferedReader(counter, buffer_size=1 << 16)
-        if buffered.peek(2)[:2] == b"\x1f\x8b":
-            yield gzip.GzipFile(fileobj=buffered, mode="rb"), counter, size  # type: ignore[misc]
-        else:
-            yield buffered, counter, size
+        try:
+            gzipped = buffered.peek(2)[:2] == b"\x1f\x8b"
+        except _READ_ERRORS as exc:
+            raise _Unreadable(1, _read_failure(exc)) from exc
+        stream: IO[bytes] = gzip.GzipFile(fileobj=buffered, mode="rb") if gzipped else buffered  # type: ignore[assignment]
+        yield stream, counter, size
     finally:
         if raw is not sys.stdin.buffer:
             raw.close()
 
 
 def _decoded(lines: Iterable[bytes], first_number: int = 1) -> Iterator[tuple[int, str | None]]:
-    """(line number, text) pairs; text is None for a line that is not UTF-8."""
-    for number, line in enumerate(lines, first_number):
-        if number == 1 and line.startswith(b"\xef\xbb\xbf"):
-            line = line[3:]
-        try:
-            yield number, line.decode("utf-8")
-        except UnicodeDecodeError:
-            yield number, None
+    """(line number, text) pairs, from ``first_number``; text is None for a line that is not
+    UTF-8. A read error (a truncated or corrupt gzip file, an I/O error) raises
+    :class:`_Unreadable`."""
+    number = first_number - 1
+    try:
+        for number, line in enumerate(lines, first_number):
+            if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            try:
+                yield number, line.decode("utf-8")
+            except UnicodeDecodeError:
+                yield number, None
+    except _READ_ERRORS as exc:
+        raise _Unreadable(number + 1, _read_failure(exc)) from exc
 
 
 def ingest(
@@ -195,20 +233,23 @@ def _ingest_file(
     on_progress: Callable[[Progress], None],
     on_bad_line: Callable[[str, BadLine], None],
 ) -> Stopped | None:
-    sink = _Sink(tracker, name, skip_bad, batch_size, summary, on_bad_line)
-    if name != STDIN and _is_parquet(name):
-        return _ingest_parquet(sink, reader.layout, first_line, on_progress)
-    with open_log(name) as (stream, counter, size):
+    sink = _Sink(tracker, name, skip_bad, batch_size, summary, on_bad_line, first_line)
+    try:
+        if name != STDIN and _is_parquet(name):
+            return _ingest_parquet(sink, reader.layout, first_line, on_progress)
+        with open_log(name) as (stream, counter, size):
 
-        def progress() -> None:
-            on_progress(Progress(name, counter.count, size))
+            def progress() -> None:
+                on_progress(Progress(name, counter.count, size))
 
-        sink.after_batch = progress
-        if reader.layout.format in (AUTO, CSV) and _columnar() is not None:
-            stopped = _ingest_blocks(sink, reader, stream, first_line)
-        else:
-            stopped = sink.write(_read(reader, _decoded(stream), first_line), first_line)
-        progress()
+            sink.after_batch = progress
+            if reader.layout.format in (AUTO, CSV) and _columnar() is not None:
+                stopped = _ingest_blocks(sink, reader, stream, first_line)
+            else:
+                stopped = sink.write(_read(reader, _decoded(stream), first_line), first_line)
+            progress()
+    except _Unreadable as exc:
+        return Stopped(name, exc.line_number, exc.reason, sink.resume_line, [], unreadable=True)
     return stopped
 
 
@@ -241,10 +282,12 @@ class _Sink:
         batch_size: int,
         summary: Summary,
         on_bad_line: Callable[[str, BadLine], None],
+        first_line: int,
     ) -> None:
         self.tracker, self.name, self.skip_bad = tracker, name, skip_bad
         self.batch_size, self.summary, self.on_bad_line = batch_size, summary, on_bad_line
         self.after_batch: Callable[[], None] = lambda: None
+        self.resume_line = first_line  # the first line not written yet
 
     def write(
         self, results: Iterable[tuple[int, Event | BadLine | None]], first_line: int
@@ -252,7 +295,7 @@ class _Sink:
         """Check and write events (``first_line``: the first line they come from); all of
         them are written when this returns None."""
         batch: list[Event] = []
-        batch_start = first_line  # first line not yet written
+        self.resume_line = first_line
         for number, found in results:
             result = found
             if isinstance(result, Event):
@@ -263,14 +306,15 @@ class _Sink:
                 self.summary.bad_lines.append((self.name, result))
                 self.on_bad_line(self.name, result)
                 if not self.skip_bad:
-                    return Stopped(self.name, result.line_number, result.reason, batch_start, [])
+                    number, reason = result.line_number, result.reason
+                    return Stopped(self.name, number, reason, self.resume_line, [])
                 continue
             if result is None:
                 continue
             batch.append(result)
             if len(batch) >= self.batch_size:
                 self._send(batch)
-                batch_start = number + 1
+                self.resume_line = number + 1
         if batch:
             self._send(batch)
         return None
@@ -281,9 +325,11 @@ class _Sink:
         batch.clear()
         self.after_batch()
 
-    def write_columns(self, batch: GroupedActivities) -> None:
+    def write_columns(self, batch: GroupedActivities, next_line: int) -> None:
+        """Write a chunk of checked columns, the lines (or rows) before ``next_line``."""
         send_columns(self.tracker, batch)
         self.summary.events += batch.events
+        self.resume_line = next_line
         self.after_batch()
 
 
@@ -291,6 +337,7 @@ class _Sink:
 
 #: Bytes of CSV read at once: the first block (read line by line), then the others.
 FIRST_BLOCK_SIZE, BLOCK_SIZE = 64 << 10, 8 << 20
+READ_SIZE = 64 << 10
 PARQUET_MAGIC = b"PAR1"
 
 
@@ -312,10 +359,12 @@ def _ingest_blocks(
     bad line)."""
     number, rest, size = 1, b"", FIRST_BLOCK_SIZE
     while True:
-        data = stream.read(size)
+        data, failure = _read_block(stream, size)
         size = BLOCK_SIZE
         block = rest + data
-        end = block.rfind(b"\n") + 1 if data else len(block)
+        end = block.rfind(b"\n") + 1 if data and failure is None else len(block)
+        if failure is not None:
+            end = block.rfind(b"\n") + 1  # the lines read whole, then the failure
         block, rest = block[:end], block[end:]
         if block:
             if reader.csv_columns is not None and number >= first_line:
@@ -327,8 +376,27 @@ def _ingest_blocks(
             if stopped is not None:
                 return stopped
             number += block.count(b"\n") + (not block.endswith(b"\n"))
+        if failure is not None:
+            raise _Unreadable(number, _read_failure(failure)) from failure
         if not data:
             return None
+
+
+def _read_block(stream: IO[bytes], size: int) -> tuple[bytes, BaseException | None]:
+    """Up to ``size`` bytes, and the error that stopped reading short, if any (what was read
+    before it is kept: a truncated gzip file is read up to where it ends)."""
+    parts: list[bytes] = []
+    read = 0
+    while read < size:
+        try:
+            part = stream.read(min(READ_SIZE, size - read))
+        except _READ_ERRORS as exc:
+            return b"".join(parts), exc
+        if not part:
+            break
+        parts.append(part)
+        read += len(part)
+    return b"".join(parts), None
 
 
 def _lines(block: bytes) -> list[bytes]:
@@ -354,7 +422,7 @@ def _write_block(sink: _Sink, reader: LogReader, data: bytes, number: int) -> St
         if checked is not None:
             for _, name in unknown:
                 reader.unknown_keys[name] += len(cells[name]) - cells[name].null_count
-            sink.write_columns(checked.grouped(sink.tracker._checker))
+            sink.write_columns(checked.grouped(sink.tracker._checker), number + len(_lines(data)))
             return None
     return sink.write(_read(reader, _decoded(_lines(data), number), number), number)
 
@@ -387,9 +455,14 @@ def _ingest_parquet(
         raise ValueError(
             f"{sink.name}: reading Parquet needs pyarrow: pip install 'activity-tracker[arrow]'"
         )
+    import pyarrow
     import pyarrow.parquet as parquet
 
-    file = parquet.ParquetFile(sink.name)
+    unreadable = (OSError, pyarrow.ArrowException)
+    try:
+        file = parquet.ParquetFile(sink.name)
+    except unreadable as exc:
+        raise _Unreadable(0, f"not readable as Parquet ({exc})") from exc
     available = file.schema_arrow.names
     if (
         layout.format not in (AUTO, CSV)
@@ -429,15 +502,18 @@ def _ingest_parquet(
             return row, batch, None
         return row, batch, checked.grouped(checker)
 
-    for row, batch, grouped in columnar.pipelined(batches(), prepare):
-        if grouped is not None:
-            sink.write_columns(grouped)
-        else:
-            stopped = sink.write(_records(layout, batch, row), row)
-            if stopped is not None:
-                return stopped
-        done = row + len(batch) - 1
-        on_progress(Progress(sink.name, size * done // max(total, 1), size))
+    try:
+        for row, batch, grouped in columnar.pipelined(batches(), prepare):
+            if grouped is not None:
+                sink.write_columns(grouped, row + len(batch))
+            else:
+                stopped = sink.write(_records(layout, batch, row), row)
+                if stopped is not None:
+                    return stopped
+            done = row + len(batch) - 1
+            on_progress(Progress(sink.name, size * done // max(total, 1), size))
+    except unreadable as exc:
+        raise _Unreadable(sink.resume_line, f"not readable as Parquet ({exc})") from exc
     return None
 
 
