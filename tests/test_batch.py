@@ -231,7 +231,7 @@ def test_a_batch_after_another_clients_id_changes_is_sent_again_and_stays_exact(
 
 @pytest.mark.parametrize("scratch_taken", [False, True])
 def test_long_runs_go_into_each_periods_sketch(redis_client, prefix, scratch_taken):
-    # 2,000 ids of one day go into the daily, weekly and monthly sketches: through the
+    # 3,000 ids of one day go into the daily, weekly and monthly sketches: through the
     # scratch key, merged into each, or (when that key is someone else's) into each.
     tracker = ActivityTracker(
         periods=["daily", "weekly", "monthly"], client=redis_client, prefix=prefix
@@ -239,13 +239,15 @@ def test_long_runs_go_into_each_periods_sketch(redis_client, prefix, scratch_tak
     schema, day = KeySchema(prefix), Period("daily", DAY)
     if scratch_taken:
         redis_client.set(schema.scratch(day), "theirs")
-    ids = [f"user-{n}" for n in range(2_000)]
+    ids = [f"user-{n}" for n in range(3_000)]
     tracker.track_many((id, "web", None, None, DAY) for id in ids)
     redis_client.pfadd(f"{prefix}:expected", *ids)
     expected = redis_client.pfcount(f"{prefix}:expected")
     for kind in ("daily", "weekly", "monthly"):
         sketch = schema.hll(Period.containing(kind, DAY), "b:web")
         assert redis_client.pfcount(sketch) == expected
+        # The same registers (and, counted, the same cached count): the same bytes.
+        assert redis_client.get(sketch) == redis_client.get(f"{prefix}:expected")
         assert redis_client.ttl(sketch) > 0
     assert redis_client.get(schema.scratch(day)) == (b"theirs" if scratch_taken else None)
 

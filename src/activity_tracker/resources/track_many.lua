@@ -24,9 +24,10 @@
 -- client's "known" is out of date, else {0, then each section's "@moved" after the batch}.
 --
 -- A long run going into several sketches (a day's ids: into the daily sketch, and the weekly,
--- monthly... ones) is added once, to the scratch key, which is then merged into each of them
--- (a sketch's registers are those of its set, so this is what adding the ids to each gives)
--- and deleted; unless the scratch key exists: then each sketch gets the ids.
+-- monthly... ones) is added once, to the scratch key (an empty dense sketch), which is then
+-- merged into each of them (a sketch's registers are those of its set, so this is what
+-- adding the ids to each gives) and deleted; unless the scratch key exists (or the client is
+-- fakeredis, whose sketches are sets): then each sketch gets the ids.
 --
 -- Records are only read where they can matter: the checks only when the period has id
 -- changes ("@moved"), in one HGET per shard touched, or in one HGETALL when the period has
@@ -40,8 +41,13 @@ for r = 1, tonumber(ARGV[1]) do
   runs[r] = {pos + 1, pos + n, targets = {}}
   pos = pos + 1 + n
 end
--- Shorter runs go into each sketch: a merge costs about as much as adding this many ids.
-local MERGED_FROM = 512
+-- Shorter runs go into each sketch: merging costs about as much as adding a few hundred ids
+-- (and would make a small, sparse sketch dense: a sketch taking this many ids is dense).
+local MERGED_FROM = 2048
+-- An empty dense sketch, as Redis lays it out: "HYLL", encoding 0 (dense), 3 unused bytes,
+-- an 8-byte cached count, 16,384 6-bit registers. The scratch key starts as one, as adding
+-- ids to a new (sparse) sketch costs several times more until it turns dense.
+local EMPTY_DENSE_SKETCH_SIZE = 16 + 16384 * 6 / 8
 
 local function add_run(key, run)
   for from = run[1], run[2], SLICE do
@@ -304,12 +310,13 @@ while k <= #KEYS do
   sections[#sections + 1] = s
   k = s.last_key + 1
 end
-local scratch = KEYS[1]
-if redis.call('EXISTS', scratch) == 0 then
+local scratch, empty = KEYS[1], nil
+if not FAKEREDIS and redis.call('EXISTS', scratch) == 0 then
   for _, run in ipairs(runs) do
     if #run.targets > 1 and run[2] - run[1] + 1 >= MERGED_FROM then
+      empty = empty or 'HYLL' .. string.rep('\0', EMPTY_DENSE_SKETCH_SIZE - 4)
+      redis.call('SET', scratch, empty, 'EXAT', sections[1].deadline)
       add_run(scratch, run)
-      redis.call('EXPIREAT', scratch, sections[1].deadline)
       for _, key in ipairs(run.targets) do
         redis.call('PFMERGE', key, scratch)
       end
