@@ -335,12 +335,11 @@ class ColumnRun(IdRun):
 # ---- reading files ----------------------------------------------------------------------------
 
 
-def csv_block(data: bytes, columns: Sequence[str]) -> tuple[np.ndarray, dict[str, pa.Array]] | None:
+def csv_block(data: bytes, columns: Sequence[str]) -> dict[str, pa.Array] | None:
     """The rows of ``data``, whole lines of CSV without quotes, as text columns named
-    ``columns`` (missing trailing cells and empty ones are null, cells are stripped), with
-    the index of each row's line in ``data``; blank lines and lines starting with ``#`` are
-    not rows. None when ``data`` is not that simple: quotes, not UTF-8, a row with more
-    cells than ``columns``."""
+    ``columns`` (missing trailing cells and empty ones are null, cells are stripped); blank
+    lines and lines starting with ``#`` are not rows. None when ``data`` is not that simple:
+    quotes, not UTF-8, a row with more cells than ``columns``."""
     if b'"' in data:
         return None
     try:
@@ -363,7 +362,7 @@ def csv_block(data: bytes, columns: Sequence[str]) -> tuple[np.ndarray, dict[str
         index = pa.array(starts + position, mask=counts <= position)
         column = pc.utf8_trim_whitespace(values.take(index))
         found[name] = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
-    return np.flatnonzero(keep.to_numpy(zero_copy_only=False)), found
+    return found
 
 
 def empty_as_null(column: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -412,9 +412,8 @@ def _write_block(sink: _Sink, reader: LogReader, data: bytes, number: int) -> St
     columnar, columns = _columnar(), reader.csv_columns
     assert columnar is not None and columns is not None
     names, unknown = columns
-    found = columnar.csv_block(data, names)
-    if found is not None:
-        _, cells = found
+    cells = columnar.csv_block(data, names)
+    if cells is not None:
         try:
             checked = _layout_columns(columnar, sink.tracker, reader.layout, cells)
         except (ValueError, TypeError):
