@@ -22,6 +22,7 @@ from ..corrections import Estimate
 from ..embedded import embedded_url, is_embedded_url
 from ..errors import BackendConnectionError, StorageError, WrongKeyTypeError
 from ..keys import Bucket, KeySchema
+from ..unions import Inquiry, T
 from . import redis_plan
 from .base import AsyncBackend, Backend
 
@@ -129,13 +130,11 @@ def _unknown_script(reply: object) -> bool:
 
 def _reply_options(request: redis_plan.Request) -> dict[str, Any]:
     """redis-py options of a request: binary replies are received as bytes."""
-    if isinstance(request, redis_plan.ScriptCall) and request.raw:
-        return {redis.client.NEVER_DECODE: True}
-    return {}
+    return {redis.client.NEVER_DECODE: True} if request.raw else {}
 
 
 def _errors_as_replies(request: redis_plan.Request) -> bool:
-    return isinstance(request, redis_plan.ScriptCall) and request.errors_as_replies
+    return request.errors_as_replies
 
 
 def _replies(requests: list[redis_plan.Request], replies: list[Any]) -> list[Any]:
@@ -241,10 +240,16 @@ class RedisBackend(Backend):
         self._run(operation)
 
     def collapse(self, job: CollapseJob) -> None:
-        self._run(redis_plan.collapse(self.schema, job))
+        self._run(redis_plan.collapse(self.schema, job, self._split_periods))
 
     def lookup(self, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
         return self._run(redis_plan.lookup(self.schema, job))
+
+    def lookup_rolling(self, days: int, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
+        return self._run(redis_plan.lookup_rolling(self.schema, days, job))
+
+    def unions(self, inquiry: Inquiry[T]) -> T:
+        return self._run(redis_plan.unions(self.schema, inquiry, self._split_periods))
 
     def close(self) -> None:
         if self._owns_client:
@@ -283,9 +288,9 @@ class RedisBackend(Backend):
             return _tolerated(request, exc)
 
     def _send_one(self, request: redis_plan.Request) -> Any:
-        if isinstance(request, redis_plan.Command):
-            return self.client.execute_command(*request.args)
         options = _reply_options(request)
+        if isinstance(request, redis_plan.Command):
+            return self.client.execute_command(*request.args, **options)
         try:
             return self.client.execute_command(*_evalsha_args(request), **options)
         except redis.exceptions.NoScriptError:
@@ -329,10 +334,16 @@ class AsyncRedisBackend(AsyncBackend):
         await self._run(operation)
 
     async def collapse(self, job: CollapseJob) -> None:
-        await self._run(redis_plan.collapse(self.schema, job))
+        await self._run(redis_plan.collapse(self.schema, job, self._split_periods))
 
     async def lookup(self, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
         return await self._run(redis_plan.lookup(self.schema, job))
+
+    async def lookup_rolling(self, days: int, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
+        return await self._run(redis_plan.lookup_rolling(self.schema, days, job))
+
+    async def unions(self, inquiry: Inquiry[T]) -> T:
+        return await self._run(redis_plan.unions(self.schema, inquiry, self._split_periods))
 
     async def close(self) -> None:
         if self._owns_client:
@@ -369,9 +380,9 @@ class AsyncRedisBackend(AsyncBackend):
             return _tolerated(request, exc)
 
     async def _send_one(self, request: redis_plan.Request) -> Any:
-        if isinstance(request, redis_plan.Command):
-            return await self.client.execute_command(*request.args)
         options = _reply_options(request)
+        if isinstance(request, redis_plan.Command):
+            return await self.client.execute_command(*request.args, **options)
         try:
             return await self.client.execute_command(*_evalsha_args(request), **options)
         except redis.exceptions.NoScriptError:
