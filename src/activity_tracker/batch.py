@@ -85,7 +85,7 @@ class ActivityChecker:
         if id is None or old_id is not None or old_bucket is not None or periods is not None:
             kinds = arguments.period_kinds(periods, self.kinds)
             return arguments.activity(kinds, self.timezone, id, bucket, old_id, old_bucket, date)
-        if type(id) is not str or not id.isascii():
+        if type(id) is not str or not id.isascii() or len(id) > arguments.MAX_ID_BYTES:
             id = arguments.id_text(id, "id")
         try:
             known = bucket in self._buckets
@@ -147,6 +147,7 @@ class ActivityChecker:
                 if (
                     type(new_id) is str
                     and new_id.isascii()  # else the full check: it may not be valid text
+                    and len(new_id) <= arguments.MAX_ID_BYTES
                     and old_id is None
                     and old_bucket is None
                     and type(date) is datetime.date

@@ -2,14 +2,18 @@
 
 Events are checked in the caller's thread (a bad argument raises there, and ``date=None``
 is the day of the call), kept in process, and sent by a background thread with the batch
-path (:meth:`ActivityTracker.track_many`'s grouping) every ``max_events`` events or every
-``interval`` seconds, whichever comes first, and at exit.
+path (:meth:`ActivityTracker.track_many`'s grouping), ``max_events`` at a time, whenever
+``max_events`` are waiting or ``interval`` seconds have passed, and at exit.
 
-What a crash can lose: the events not sent yet. The buffer never holds more than
-``max_events`` (``track()`` waits for the thread to take them when it is full), so that is at
-most ``2 * max_events`` events (those being sent and those waiting), all tracked within the
-last ``interval`` seconds plus the duration of one send. A normal exit loses nothing:
-:meth:`close` (also run by ``atexit`` and by ``with``) sends everything.
+The caller never waits for Redis: ``track()`` only appends to a buffer. The buffer holds at
+most ``max_pending`` events (default ``10 * max_events``); when it is full, because Redis
+is slow, down or silent, new events are dropped and counted in :attr:`dropped` (and logged
+once per episode), so a stalled Redis costs events, never request threads or memory.
+
+What a crash can lose: the events not sent yet, at most ``max_pending + max_events`` (those
+waiting and those being sent). A normal exit waits at most ``exit_timeout`` seconds (default
+5) for the thread to send what is left; what it could not send by then is counted in
+:attr:`lost` and logged. :meth:`close` (also run by ``with``) sends everything.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import logging
+import math
 import os
 import threading
 from collections.abc import Iterable
@@ -33,18 +38,24 @@ log = logging.getLogger("activity_tracker")
 
 DEFAULT_MAX_EVENTS = 1000
 DEFAULT_INTERVAL = 1.0
+DEFAULT_PENDING_BATCHES = 10  # max_pending = this * max_events unless given
+DEFAULT_EXIT_TIMEOUT = 5.0
 
 
 class BufferedTracker:
     """Collects ``track()`` events in process and sends them from a background thread.
 
-    ``BufferedTracker(tracker, max_events=1000, interval=1.0)``: ``track()`` and
-    ``track_many()`` take the arguments of :meth:`ActivityTracker.track`; events are sent
-    every ``max_events`` events or ``interval`` seconds and by :meth:`flush` / :meth:`close`.
-    Thread-safe. If a send fails, the error is logged (logger ``activity_tracker``), the
-    events it carried are counted in :attr:`lost` and not retried, and the error is raised
-    again by the next call of ``track()``, ``track_many()``, ``flush()`` or ``close()``.
-    Survives ``fork()``: a child starts with an empty buffer and its own thread.
+    ``BufferedTracker(tracker, max_events=1000, interval=1.0, max_pending=None,
+    exit_timeout=5.0)``: ``track()`` and ``track_many()`` take the arguments of
+    :meth:`ActivityTracker.track` and never wait for Redis; events are sent ``max_events`` at
+    a time, when that many are waiting or every ``interval`` seconds, and by :meth:`flush` /
+    :meth:`close`. At most ``max_pending`` events (default ``10 * max_events``) wait: beyond
+    that, new events are dropped and counted in :attr:`dropped`. At exit, the thread gets
+    ``exit_timeout`` seconds to send what is left. Thread-safe. If a send fails, the error is
+    logged (logger ``activity_tracker``), the events it carried are counted in :attr:`lost`
+    and not retried, and the error is raised again by the next call of ``track()``,
+    ``track_many()``, ``flush()`` or ``close()``. Survives ``fork()``: a child starts with an
+    empty buffer and its own thread.
     """
 
     def __init__(
@@ -52,24 +63,27 @@ class BufferedTracker:
         tracker: ActivityTracker,
         max_events: int = DEFAULT_MAX_EVENTS,
         interval: float = DEFAULT_INTERVAL,
+        max_pending: int | None = None,
+        exit_timeout: float = DEFAULT_EXIT_TIMEOUT,
     ) -> None:
-        if isinstance(max_events, bool) or not isinstance(max_events, int):
-            raise TypeError(f"max_events must be an int, not {type(max_events).__name__}")
-        if max_events < 1:
-            raise ValueError(f"max_events must be at least 1, not {max_events}")
-        if isinstance(interval, bool) or not isinstance(interval, int | float):
-            raise TypeError(f"interval must be a number of seconds, not {type(interval).__name__}")
-        if not interval > 0:
-            raise ValueError(f"interval must be positive, not {interval!r}")
+        self.max_events = _count(max_events, "max_events")
+        self.max_pending = (
+            DEFAULT_PENDING_BATCHES * self.max_events
+            if max_pending is None
+            else _count(max_pending, "max_pending")
+        )
+        self.interval = _seconds(interval, "interval")
+        self.exit_timeout = _seconds(exit_timeout, "exit_timeout")
         self.tracker = tracker
-        self.max_events = max_events
-        self.interval = float(interval)
-        #: Events whose send failed (they are not retried).
+        #: Events whose send failed, or that were still waiting when the exit timeout ran out
+        #: (they are not retried).
         self.lost = 0
+        #: Events refused because ``max_pending`` events were already waiting.
+        self.dropped = 0
         self._checker = tracker._checker
         self._closed = False
         self._start()
-        atexit.register(self.close)
+        atexit.register(self._close_at_exit)
 
     def _start(self) -> None:
         self._pid = os.getpid()
@@ -78,7 +92,8 @@ class BufferedTracker:
         self._sending = 0  # events taken by the thread and not sent yet
         self._error: BaseException | None = None
         self._stopping = False
-        self._wanted = False  # flush() or a full buffer asks the thread to send now
+        self._wanted = False  # flush() asks the thread to send everything now
+        self._dropping = False  # dropping events since the last send that went through
         self._thread = threading.Thread(
             target=self._run, name="activity-tracker-buffer", daemon=True
         )
@@ -121,16 +136,24 @@ class BufferedTracker:
             self._raise_error()
             if self._closed:
                 raise RuntimeError("this BufferedTracker is closed")
-            # The buffer never holds more than max_events: wait for the thread to take them.
-            while self._pending and len(self._pending) + len(activities) > self.max_events:
-                self._wanted = True
-                self._lock.notify_all()
-                self._lock.wait()
-                self._raise_error()
+            room = max(0, self.max_pending - len(self._pending))
+            if len(activities) > room:
+                self._drop(len(activities) - room)
+                activities = activities[:room]
             self._pending.extend(activities)
             if len(self._pending) >= self.max_events:
-                self._wanted = True
                 self._lock.notify_all()
+
+    def _drop(self, count: int) -> None:
+        """Count ``count`` events refused for want of room (call with the lock held)."""
+        self.dropped += count
+        if not self._dropping:
+            self._dropping = True
+            log.warning(
+                "activity-tracker: %d events are waiting for Redis, the most the buffer holds; "
+                "dropping new events until a send goes through (see BufferedTracker.dropped)",
+                self.max_pending,
+            )
 
     def _raise_error(self) -> None:
         error, self._error = self._error, None
@@ -153,12 +176,15 @@ class BufferedTracker:
             self._raise_error()
             return done
 
-    def close(self, timeout: float | None = None) -> None:
-        """Send everything and stop the thread; later ``track()`` calls raise. Idempotent."""
-        atexit.unregister(self.close)
+    def close(self, timeout: float | None = None) -> bool:
+        """Send everything and stop the thread; later ``track()`` calls raise. Waits at most
+        ``timeout`` seconds (``None``: until the thread is done, each send being bounded by
+        the client's timeouts) and returns whether the thread is done. Raises the error of a
+        failed send, if any. Idempotent."""
+        atexit.unregister(self._close_at_exit)
         if self._pid != os.getpid() or self._closed:
             self._closed = True
-            return
+            return True
         with self._lock:
             self._closed = True
             self._stopping = True
@@ -166,6 +192,25 @@ class BufferedTracker:
         self._thread.join(timeout)
         with self._lock:
             self._raise_error()
+        return not self._thread.is_alive()
+
+    def _close_at_exit(self) -> None:
+        """``close()`` bounded by ``exit_timeout``, which never raises: at exit, a failed send
+        was logged already, and what is left unsent is logged and counted in :attr:`lost`."""
+        try:
+            done = self.close(self.exit_timeout)
+        except Exception:  # the thread logged it as it failed
+            return
+        if not done:
+            with self._lock:
+                unsent = len(self._pending) + self._sending
+                self.lost += unsent
+            log.error(
+                "activity-tracker: %d buffered events not sent: Redis did not take them "
+                "within the exit timeout (%gs)",
+                unsent,
+                self.exit_timeout,
+            )
 
     def __enter__(self) -> BufferedTracker:
         return self
@@ -177,12 +222,16 @@ class BufferedTracker:
         lock = self._lock
         while True:
             with lock:
-                lock.wait_for(lambda: self._stopping or self._wanted, self.interval)
-                self._wanted = False
-                taken, self._pending = self._pending, []
+                lock.wait_for(
+                    lambda: self._stopping or self._wanted or len(self._pending) >= self.max_events,
+                    self.interval,
+                )
+                taken = self._pending[: self.max_events]
+                del self._pending[: self.max_events]
+                if not self._pending:
+                    self._wanted = False
                 self._sending = len(taken)
                 stopping = self._stopping
-                lock.notify_all()  # track() calls waiting for room may go on
             if taken:
                 try:
                     self.tracker.backend.track_many(taken)
@@ -191,8 +240,27 @@ class BufferedTracker:
                     with lock:
                         self.lost += len(taken)
                         self._error = exc
+                else:
+                    with lock:
+                        self._dropping = False
             with lock:
                 self._sending = 0
                 lock.notify_all()
             if stopping and not taken:
                 return
+
+
+def _count(value: object, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{argument} must be at least 1, not {value}")
+    return value
+
+
+def _seconds(value: object, argument: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{argument} must be a number of seconds, not {type(value).__name__}")
+    if not 0 < value < math.inf:
+        raise ValueError(f"{argument} must be positive, not {value!r}")
+    return float(value)

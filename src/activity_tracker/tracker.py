@@ -62,6 +62,8 @@ def _load_backend(
     try:
         backend_class = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
+        if path != backend:  # a built-in backend: its ImportError names the extra it needs
+            raise
         raise ValueError(f"backend: cannot import {path!r}: {exc}") from exc
     instance = backend_class(**options)
     if not isinstance(instance, kind):
@@ -226,9 +228,9 @@ class ActivityTracker(_Tracker):
     memory.
 
     ``periods``: the PERIOD_* constants tracked and collapsed by default (``[PERIOD_DAILY]``).
-    ``backend``: ``"redis"`` (default), ``"memory"``, a dotted class path, or a
-    :class:`~activity_tracker.backends.base.Backend` instance. ``timezone``: an IANA name or a
-    tzinfo deciding which day "today" and aware datetimes fall on (default: local time).
+    ``backend``: ``"redis"`` (default), ``"memory"`` (the ``memory`` extra), a dotted class
+    path, or a :class:`~activity_tracker.backends.base.Backend` instance. ``timezone``: an IANA
+    name or a tzinfo deciding which day "today" and aware datetimes fall on (default: local time).
     ``retention``: how long a period's raw data (sketches, id-change records) lives after the
     later of the period's end and its first write, for collapses and later aggregates (a
     timedelta or seconds, default 35 days; every raw key expires, so ``None`` is refused).
@@ -236,7 +238,8 @@ class ActivityTracker(_Tracker):
     of a day stores, ending on that day, for :meth:`lookup_rolling`; each at most
     ``retention``, with the daily period tracked (else a ``ValueError``).
     Other keyword options go to the backend; for Redis: ``url``, ``client``, ``host``,
-    ``port``, ``db``, ``socket_timeout``, ``prefix``.
+    ``port``, ``db``, ``socket_connect_timeout`` and ``socket_timeout`` (default 2 s and 5 s,
+    see :mod:`activity_tracker.timeouts`), ``prefix``.
 
     Counts are HyperLogLog estimates with a standard error of about 0.81% of what their
     sketch holds (small sets nearly always exact), corrected exactly for id changes; see the

@@ -30,7 +30,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from datasketch import HyperLogLogPlusPlus
+try:
+    from datasketch import HyperLogLogPlusPlus
+except ImportError as exc:  # the light install leaves it out (it brings numpy and scipy)
+    raise ModuleNotFoundError(
+        "the memory backend needs datasketch, which is not installed: "
+        "pip install 'activity-tracker[memory]'",
+        name="datasketch",
+    ) from exc
 
 from ..arguments import DEFAULT_RETENTION, Activity, CollapseJob, LookupJob, retention_seconds
 from ..corrections import Estimate, corrected_count, estimate, sketch_size, union_subtracted

@@ -16,6 +16,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 
+from .. import timeouts as timeouts_module
 from ..arguments import DEFAULT_RETENTION, Activity, CollapseJob, LookupJob
 from ..arguments import retention_seconds as _retention_seconds
 from ..corrections import Estimate
@@ -43,6 +44,7 @@ class _RedisOptions:
         host: str | None,
         port: int | None,
         db: int | None,
+        socket_connect_timeout: float | None,
         socket_timeout: float | None,
         prefix: str,
         retention: datetime.timedelta | float | None,
@@ -53,15 +55,17 @@ class _RedisOptions:
             raise TypeError(f"url must be a str, not {type(url).__name__}")
         if url is not None and any(v is not None for v in (host, port, db)):
             raise ValueError("give url= or host=/port=/db=, not both")
+        timeouts = (socket_connect_timeout, socket_timeout)
         # With client=, these would be ignored: connect() refuses them.
-        self.connection_options_given = any(
-            v is not None for v in (url, host, port, db, socket_timeout)
+        self.connection_options_given = any(v is not None for v in (url, host, port, db)) or any(
+            v is not timeouts_module.DEFAULT for v in timeouts
         )
         if url is None and all(v is None for v in (host, port, db)):
             url = os.environ.get(URL_ENVIRONMENT_VARIABLE) or DEFAULT_URL
         self.url = url
         self.host, self.port, self.db = host or "localhost", port or 6379, db or 0
-        self.socket_timeout = socket_timeout
+        self.socket_connect_timeout, self.socket_timeout = timeouts
+        timeouts_module.connection_options(*timeouts)  # checked now, not at the first call
 
     def connect(self, client: Any, module: Any, client_types: tuple[type, ...]) -> Any:
         """``client`` if given (it must be one of ``client_types``), else a new client from
@@ -69,7 +73,8 @@ class _RedisOptions:
         if client is not None:
             if self.connection_options_given:
                 raise ValueError(
-                    "client: give client= or url=/host=/port=/db=/socket_timeout=, not both"
+                    "client: give client= or url=/host=/port=/db=/socket_connect_timeout=/"
+                    "socket_timeout=, not both"
                 )
             if not isinstance(client, client_types):
                 names = " or ".join(f"{t.__module__}.{t.__name__}" for t in client_types)
@@ -79,18 +84,23 @@ class _RedisOptions:
             return self._new_client(module)
 
     def _new_client(self, module: Any) -> Any:
+        cluster = self.url is not None and self.url.startswith(CLUSTER_SCHEME)
+        options = timeouts_module.connection_options(
+            self.socket_connect_timeout,
+            self.socket_timeout,
+            asyncio=module is redis.asyncio,
+            cluster=cluster,
+        )
         if self.url is None:
-            return module.Redis(
-                host=self.host, port=self.port, db=self.db, socket_timeout=self.socket_timeout
-            )
-        if self.url.startswith(CLUSTER_SCHEME):
+            return module.Redis(host=self.host, port=self.port, db=self.db, **options)
+        if cluster:
             url = "redis://" + self.url[len(CLUSTER_SCHEME) :]
-            return module.cluster.RedisCluster.from_url(url, socket_timeout=self.socket_timeout)
+            return module.cluster.RedisCluster.from_url(url, **options)
         url = self.url
         if is_embedded_url(url):
             url = embedded_url(url)  # the embedded server started (or found); its unix:// URL
         try:
-            return module.Redis.from_url(url, socket_timeout=self.socket_timeout)
+            return module.Redis.from_url(url, **options)
         except ValueError as exc:
             raise ValueError(f"url: {exc}") from exc
 
@@ -100,15 +110,31 @@ def _unpipelinable(requests: list[redis_plan.Request], cluster: bool) -> bool:
     return cluster and any(isinstance(r, redis_plan.ScriptCall) for r in requests)
 
 
-# The SHA1 by which EVALSHA names each script of redis_plan.SCRIPTS.
-_SHAS = {
-    name: hashlib.sha1(source.encode("utf-8")).hexdigest()
-    for name, source in redis_plan.SCRIPTS.items()
-}
+# Scripts by name: (source, the SHA1 by which EVALSHA names it).
+_Scripts = Mapping[str, tuple[str, str]]
 
 
-def _evalsha_args(call: redis_plan.ScriptCall) -> tuple[Any, ...]:
-    return ("EVALSHA", _SHAS[call.script], len(call.keys), *_encoded(call.keys), *call.args)
+def _with_shas(scripts: Mapping[str, str]) -> _Scripts:
+    return {
+        name: (source, hashlib.sha1(source.encode("utf-8")).hexdigest())
+        for name, source in scripts.items()
+    }
+
+
+_SCRIPTS = _with_shas(redis_plan.SCRIPTS)
+_FAKEREDIS_SCRIPTS = _with_shas(redis_plan.FAKEREDIS_SCRIPTS)
+
+
+def _scripts_for(client: object) -> _Scripts:
+    """The scripts for ``client``: a fakeredis client (a test double, which keeps a
+    HyperLogLog as a set) gets the variant whose sketch probe takes a set."""
+    fake = type(client).__module__.partition(".")[0] == "fakeredis"
+    return _FAKEREDIS_SCRIPTS if fake else _SCRIPTS
+
+
+def _evalsha_args(call: redis_plan.ScriptCall, scripts: _Scripts) -> tuple[Any, ...]:
+    sha = scripts[call.script][1]
+    return ("EVALSHA", sha, len(call.keys), *_encoded(call.keys), *call.args)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -118,10 +144,10 @@ def _encoded(keys: tuple[str, ...]) -> tuple[bytes, ...]:
     return tuple(key.encode("utf-8") for key in keys)
 
 
-def _command_args(request: redis_plan.Request) -> tuple[Any, ...]:
+def _command_args(request: redis_plan.Request, scripts: _Scripts) -> tuple[Any, ...]:
     if isinstance(request, redis_plan.Command):
         return request.args
-    return _evalsha_args(request)
+    return _evalsha_args(request, scripts)
 
 
 def _unknown_script(reply: object) -> bool:
@@ -159,13 +185,25 @@ def _tolerated(request: redis_plan.Request, error: Exception) -> Exception:
 
 _REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
 
+# Replies saying the server cannot serve the command now, though it may soon: during a
+# failover, while it loads its data, or while a script runs too long.
+_UNAVAILABLE = (
+    redis.exceptions.ClusterError,  # CLUSTERDOWN "the cluster is down", MASTERDOWN
+    redis.exceptions.TryAgainError,  # TRYAGAIN: a slot is being migrated
+    redis.exceptions.ReadOnlyError,  # READONLY: a primary that became a replica
+)
+_UNAVAILABLE_PREFIXES = ("BUSY ", "LOADING ", "MASTERDOWN ", "CLUSTERDOWN ")
+
 
 def _translated(exc: Exception) -> Exception:
-    """This library's exception for one of redis-py's (to be raised ``from`` it)."""
+    """This library's exception for one of redis-py's (to be raised ``from`` it): the store
+    being unreachable, down or unable to serve now is a :class:`BackendConnectionError`."""
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return BackendConnectionError(f"cannot reach Redis: {exc}")
+        return BackendConnectionError(f"cannot reach Redis: {_reason(exc)}")
     if isinstance(exc, redis.exceptions.RedisClusterException):  # not a RedisError
-        return BackendConnectionError(f"cannot reach the Redis Cluster: {exc}")
+        return BackendConnectionError(f"cannot reach the Redis Cluster: {_reason(exc)}")
+    if isinstance(exc, _UNAVAILABLE) or str(exc).startswith(_UNAVAILABLE_PREFIXES):
+        return BackendConnectionError(f"Redis cannot serve the call now: {_reason(exc)}")
     if isinstance(exc, redis.exceptions.ResponseError):
         message = str(exc)
         if "WRONGTYPE" in message or "HyperLogLog" in message:
@@ -174,6 +212,12 @@ def _translated(exc: Exception) -> Exception:
             )
         return StorageError(f"Redis refused a command: {message}")
     return StorageError(f"Redis failed: {exc}")
+
+
+def _reason(exc: Exception) -> str:
+    """What redis-py said, or the name of its exception when it said nothing (a cluster
+    refusing a command when it is down says only ``ClusterDownError``)."""
+    return str(exc) or type(exc).__name__
 
 
 @contextmanager
@@ -203,15 +247,19 @@ class RedisBackend(Backend):
         host: str | None = None,
         port: int | None = None,
         db: int | None = None,
-        socket_timeout: float | None = None,
+        socket_timeout: float | None = timeouts_module.DEFAULT,
         prefix: str = DEFAULT_PREFIX,
         retention: datetime.timedelta | float = DEFAULT_RETENTION,
+        socket_connect_timeout: float | None = timeouts_module.DEFAULT,
     ) -> None:
-        options = _RedisOptions(url, host, port, db, socket_timeout, prefix, retention)
+        options = _RedisOptions(
+            url, host, port, db, socket_connect_timeout, socket_timeout, prefix, retention
+        )
         self.schema, self.retention = options.schema, options.retention
         self._owns_client = client is None
         self.client = options.connect(client, redis, (redis.Redis, redis.cluster.RedisCluster))
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
+        self._scripts = _scripts_for(self.client)
 
     def track(self, activity: Activity) -> None:
         now = time.time()
@@ -274,7 +322,8 @@ class RedisBackend(Backend):
             return [self._send_tolerated(request) for request in requests]
         with self.client.pipeline(transaction=False) as pipe:
             for request in requests:
-                pipe.execute_command(*_command_args(request), **_reply_options(request))
+                args = _command_args(request, self._scripts)
+                pipe.execute_command(*args, **_reply_options(request))
             replies = list(pipe.execute(raise_on_error=False))
         for index, reply in enumerate(replies):
             if _unknown_script(reply):
@@ -292,10 +341,10 @@ class RedisBackend(Backend):
         if isinstance(request, redis_plan.Command):
             return self.client.execute_command(*request.args, **options)
         try:
-            return self.client.execute_command(*_evalsha_args(request), **options)
+            return self.client.execute_command(*_evalsha_args(request, self._scripts), **options)
         except redis.exceptions.NoScriptError:
-            self.client.script_load(redis_plan.SCRIPTS[request.script])
-            return self.client.execute_command(*_evalsha_args(request), **options)
+            self.client.script_load(self._scripts[request.script][0])
+            return self.client.execute_command(*_evalsha_args(request, self._scripts), **options)
 
 
 class AsyncRedisBackend(AsyncBackend):
@@ -309,17 +358,21 @@ class AsyncRedisBackend(AsyncBackend):
         host: str | None = None,
         port: int | None = None,
         db: int | None = None,
-        socket_timeout: float | None = None,
+        socket_timeout: float | None = timeouts_module.DEFAULT,
         prefix: str = DEFAULT_PREFIX,
         retention: datetime.timedelta | float = DEFAULT_RETENTION,
+        socket_connect_timeout: float | None = timeouts_module.DEFAULT,
     ) -> None:
-        options = _RedisOptions(url, host, port, db, socket_timeout, prefix, retention)
+        options = _RedisOptions(
+            url, host, port, db, socket_connect_timeout, socket_timeout, prefix, retention
+        )
         self.schema, self.retention = options.schema, options.retention
         self._owns_client = client is None
         self.client = options.connect(
             client, redis.asyncio, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
         )
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
+        self._scripts = _scripts_for(self.client)
 
     async def track(self, activity: Activity) -> None:
         operation = redis_plan.track(
@@ -366,7 +419,8 @@ class AsyncRedisBackend(AsyncBackend):
             return [await self._send_tolerated(request) for request in requests]
         async with self.client.pipeline(transaction=False) as pipe:
             for request in requests:
-                pipe.execute_command(*_command_args(request), **_reply_options(request))
+                args = _command_args(request, self._scripts)
+                pipe.execute_command(*args, **_reply_options(request))
             replies = list(await pipe.execute(raise_on_error=False))
         for index, reply in enumerate(replies):
             if _unknown_script(reply):
@@ -384,7 +438,11 @@ class AsyncRedisBackend(AsyncBackend):
         if isinstance(request, redis_plan.Command):
             return await self.client.execute_command(*request.args, **options)
         try:
-            return await self.client.execute_command(*_evalsha_args(request), **options)
+            return await self.client.execute_command(
+                *_evalsha_args(request, self._scripts), **options
+            )
         except redis.exceptions.NoScriptError:
-            await self.client.script_load(redis_plan.SCRIPTS[request.script])
-            return await self.client.execute_command(*_evalsha_args(request), **options)
+            await self.client.script_load(self._scripts[request.script][0])
+            return await self.client.execute_command(
+                *_evalsha_args(request, self._scripts), **options
+            )

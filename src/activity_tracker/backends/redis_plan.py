@@ -52,13 +52,22 @@ def _resource(name: str) -> str:
     return files("activity_tracker.resources").joinpath(name).read_text(encoding="utf-8")
 
 
-# Each script is its .lua file after the helpers they share (store.lua needs none).
-SCRIPTS = {
-    name: _resource("common.lua") + _resource(f"{name}.lua")
-    for name in ("track", "track_many", "collapse")
-}
-SCRIPTS["store"] = _resource("store.lua")
-SCRIPTS["rolling"] = _resource("rolling.lua")
+def _scripts(fakeredis: bool) -> dict[str, str]:
+    """Each script is its .lua file after the helpers they share (store.lua and rolling.lua
+    need none), and these after FAKEREDIS: whether the client is a fakeredis one (see
+    common.lua's probe)."""
+    common = f"local FAKEREDIS = {str(fakeredis).lower()}\n" + _resource("common.lua")
+    scripts = {
+        name: common + _resource(f"{name}.lua") for name in ("track", "track_many", "collapse")
+    }
+    scripts["store"] = _resource("store.lua")
+    scripts["rolling"] = _resource("rolling.lua")
+    return scripts
+
+
+SCRIPTS = _scripts(fakeredis=False)
+#: The scripts for a fakeredis client (applications' tests), which keeps a HyperLogLog as a set.
+FAKEREDIS_SCRIPTS = _scripts(fakeredis=True)
 
 #: How many times a collapse measures a period whose store a concurrent collapse that
 #: measured later keeps refusing (then the later measurement stands).

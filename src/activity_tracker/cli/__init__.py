@@ -27,6 +27,7 @@ from ..embedded import (
     default_store_path,
     is_embedded_url,
     path_from_url,
+    store_exists,
     url_for_path,
 )
 from ..errors import ActivityTrackerError
@@ -80,8 +81,14 @@ def _redacted(url: str) -> str:
 
 
 @contextmanager
-def open_tracker(settings: Settings, periods: Sequence[str] = DEFAULT_PERIODS) -> Iterator[Any]:
-    """An :class:`ActivityTracker` on the store of ``settings``, closed afterwards."""
+def open_tracker(
+    settings: Settings, periods: Sequence[str] = DEFAULT_PERIODS, *, existing: bool = False
+) -> Iterator[Any]:
+    """An :class:`ActivityTracker` on the store of ``settings``, closed afterwards.
+    ``existing``: an embedded store must exist already (commands with nothing to do on an
+    empty store refuse to create one, so a mistyped path is an error, not an empty report)."""
+    if existing:
+        refuse_missing_store(settings)
     tracker = ActivityTracker(
         periods=list(periods),
         url=settings.store_url,
@@ -92,6 +99,23 @@ def open_tracker(settings: Settings, periods: Sequence[str] = DEFAULT_PERIODS) -
         yield tracker
     finally:
         tracker.close()
+
+
+def refuse_missing_store(settings: Settings) -> None:
+    """Raise a one-line error if ``settings`` name an embedded store that does not exist."""
+    url = settings.store_url
+    if not is_embedded_url(url):
+        return
+    path = path_from_url(url)
+    if store_exists(path):
+        return
+    if not path.parent.is_dir():
+        raise click.ClickException(
+            f"no store at {path}: the directory {path.parent} does not exist (check --url)"
+        )
+    raise click.ClickException(
+        f"no store at {path} yet (check --url): `activity-tracker ingest` creates it"
+    )
 
 
 class _Group(click.Group):
@@ -143,6 +167,17 @@ def _check_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str
         return check_prefix(value)
     except (ValueError, TypeError) as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _check_plot(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        from .plot import plot_format
+
+        try:
+            plot_format(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc).removeprefix("--plot: ")) from None
+    return value
 
 
 PERIOD_CHOICE = click.Choice(_periods.KINDS, case_sensitive=False)
@@ -316,11 +351,30 @@ def ingest(
         resume += f" --start-line {stopped.resume_line} " + " ".join(
             _shell_quote(f) for f in stopped.files
         )
+        raise click.ClickException(_stopped_message(stopped, resume, summary.events))
+    if summary.bad_lines and not summary.events:
         raise click.ClickException(
-            f"{stopped.name}:{stopped.line_number}: {stopped.reason}; stopped before writing "
-            f"lines {stopped.resume_line}-{stopped.line_number} of {stopped.name}. Fix the "
-            f"line and resume with: {resume}  (or add --skip-bad)"
+            f"every line read was malformed ({len(summary.bad_lines):,}): nothing was ingested"
         )
+
+
+def _stopped_message(stopped: _ingest.Stopped, resume: str, written: int) -> str:
+    """Why ingest stopped, what it wrote and did not write, and how to resume."""
+    name, line, first = stopped.name, stopped.line_number, stopped.resume_line
+    if not stopped.unreadable:
+        return (
+            f"{name}:{line}: {stopped.reason}; stopped before writing lines {first}-{line} "
+            f"of {name}. Fix the line and resume with: {resume}  (or add --skip-bad)"
+        )
+    wrote = f"{written:,} event{'s' if written != 1 else ''} written"
+    if line == 0:
+        return f"{name}: cannot open it: {stopped.reason}; {wrote}. Resume with: {resume}"
+    where = f"cannot read past line {line - 1}" if line > 1 else "cannot read it"
+    unwritten = f", not lines {first}-{line - 1} of {name}" if first < line else ""
+    return (
+        f"{name}: {where}: {stopped.reason}; {wrote}{unwritten}. Resume once the file is "
+        f"whole with: {resume}"
+    )
 
 
 def _global_args(settings: Settings) -> list[str]:
@@ -395,11 +449,12 @@ aggregate_option = click.option(
 )
 @click.option(
     "--max-periods",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=_periods.MAX_PERIODS),
     default=1,
     show_default=True,
     metavar="N",
-    help="How many finished periods of each kind to (re)collapse, walking back.",
+    help=f"How many finished periods of each kind to (re)collapse, walking back (at most "
+    f"{_periods.MAX_PERIODS:,}).",
 )
 @click.option(
     "--bucket",
@@ -431,7 +486,7 @@ def collapse(
     day = _parse_date(date, "--date")
     kinds = periods or DEFAULT_PERIODS
     aggregate_buckets = dict(_parse_aggregate(text) for text in aggregates)
-    with open_tracker(settings, kinds) as tracker:
+    with open_tracker(settings, kinds, existing=True) as tracker:
         tracker.collapse(
             buckets=[_bucket(b) for b in buckets] if buckets else None,
             aggregate_buckets=aggregate_buckets or None,
@@ -492,9 +547,11 @@ def collapse(
 )
 @click.option(
     "--plot",
-    metavar="FILE.png",
+    metavar="FILE",
     type=click.Path(dir_okay=False, writable=True),
-    help="Also save a line chart per bucket with its ±2σ band (needs the plot extra).",
+    callback=_check_plot,
+    help="Also save a line chart per bucket with its ±2σ band, as FILE.png, FILE.svg or "
+    "FILE.pdf (needs the plot extra).",
 )
 @click.pass_obj
 def report(
@@ -517,11 +574,11 @@ def report(
     start_day = _parse_date(start, "--start")
     if start_day and end_day and start_day > end_day:
         raise click.BadParameter(f"{start_day} is after --end {end_day}", param_hint="--start")
-    with open_tracker(settings, [period]) as tracker:
+    with open_tracker(settings, [period], existing=True) as tracker:
         if end_day is None:
             end_day = datetime.datetime.now(tracker.timezone).date()
         if start_day is None:
-            start_day = end_day - datetime.timedelta(days=_DEFAULT_REPORT_DAYS[period])
+            start_day = _periods.days_before(end_day, _DEFAULT_REPORT_DAYS[period])
         rows = tracker.lookup(
             period=period,
             start=start_day,
@@ -558,9 +615,12 @@ def report(
 
 
 def _install_commands() -> None:
+    """The commands with modules of their own (they import this one)."""
+    from .check import check
     from .demo import demo
     from .serve import serve
 
+    cli.add_command(check)
     cli.add_command(demo)
     cli.add_command(serve)
 

@@ -101,14 +101,20 @@ def _from_epoch(seconds: float) -> datetime.datetime:
         raise MalformedLine(f"timestamp: {seconds!r} is out of range") from None
 
 
-def _text(value: object, name: str) -> str | None:
-    """A field as text; ``None``/empty is "not given"."""
+def _text(value: object, name: str, numbers: bool = True) -> str | None:
+    """A field as text; ``None``/empty is "not given". Ids may be whole numbers (as in the
+    API), bucket names may not."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise MalformedLine(f"{name}: expected text or a whole number, not {value!r}")
-    text = str(value)
-    return text or None
+    if numbers and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return str(value)
+        except ValueError:  # more digits than Python converts (4,300)
+            raise MalformedLine(f"{name}: a number too long to be an id") from None
+    if not isinstance(value, str):
+        expected = "text or a whole number" if numbers else "text"
+        raise MalformedLine(f"{name}: expected {expected}, not {value!r}")
+    return value or None
 
 
 AUTO, CSV, JSONL, SEGMENT = "auto", "csv", "jsonl", "segment"
@@ -213,9 +219,9 @@ def make_event(fields: Mapping[str, object]) -> Event:
     event = Event(
         date=parse_timestamp(fields.get("timestamp")),
         id=_text(fields.get("id"), "id"),
-        bucket=_text(fields.get("bucket"), "bucket"),
+        bucket=_text(fields.get("bucket"), "bucket", numbers=False),
         old_id=_text(fields.get("old_id"), "old_id"),
-        old_bucket=_text(fields.get("old_bucket"), "old_bucket"),
+        old_bucket=_text(fields.get("old_bucket"), "old_bucket", numbers=False),
     )
     if event.id is None and event.old_id is None:
         raise MalformedLine("no id and no old_id")
@@ -327,6 +333,8 @@ class LogReader:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise MalformedLine(f"not JSON: {exc.msg} at column {exc.colno}") from None
+        except ValueError as exc:  # a number of more digits than Python converts
+            raise MalformedLine(f"not usable JSON: {exc}") from None
         if not isinstance(value, dict):
             raise MalformedLine(f"expected a JSON object, not {type(value).__name__}")
         self.unknown_keys.update(

@@ -10,6 +10,7 @@ import io
 import os
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -68,14 +69,39 @@ class Progress:
 
 @dataclass
 class Stopped:
-    """Ingest stopped at a bad line; nothing from ``resume_line`` of ``files[0]`` on was
-    written."""
+    """Ingest stopped at a bad line, or at ``line_number`` of a file it could not read on
+    (``unreadable``: a missing, truncated or corrupt file); nothing from ``resume_line`` of
+    ``files[0]`` on was written."""
 
     name: str
     line_number: int
     reason: str
     resume_line: int
     files: list[str]
+    unreadable: bool = False
+
+
+class _Unreadable(Exception):
+    """Reading a log failed at line ``line_number`` (0: it could not be opened)."""
+
+    def __init__(self, line_number: int, reason: str) -> None:
+        super().__init__(reason)
+        self.line_number = line_number
+        self.reason = reason
+
+
+# What reading a file can raise: the OS, and gzip on a truncated (EOFError) or corrupt file.
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def _read_failure(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "the gzip data ends before its end marker (a truncated file?)"
+    if isinstance(exc, gzip.BadGzipFile | zlib.error):
+        return f"corrupt gzip data ({exc})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 @dataclass
@@ -110,34 +136,45 @@ class _CountingReader(io.RawIOBase):
 @contextmanager
 def open_log(name: str) -> Iterator[tuple[Iterator[bytes], _CountingReader, int | None]]:
     """The lines of a log file (``-``: stdin; gzip detected by its magic bytes), the byte
-    counter of the underlying stream, and its size when known."""
-    if name == STDIN:
-        raw: IO[bytes] = sys.stdin.buffer
-        size = None
-    else:
-        raw = open(name, "rb")  # noqa: SIM115 - closed below
-        size = os.fstat(raw.fileno()).st_size or None
+    counter of the underlying stream, and its size when known. A file that cannot be opened
+    or read on raises :class:`_Unreadable`."""
+    try:
+        if name == STDIN:
+            raw: IO[bytes] = sys.stdin.buffer
+            size = None
+        else:
+            raw = open(name, "rb")  # noqa: SIM115 - closed below
+            size = os.fstat(raw.fileno()).st_size or None
+    except _READ_ERRORS as exc:
+        raise _Unreadable(0, _read_failure(exc)) from exc
     try:
         counter = _CountingReader(raw)
         buffered = io.BufferedReader(counter, buffer_size=1 << 16)
-        if buffered.peek(2)[:2] == b"\x1f\x8b":
-            yield iter(gzip.GzipFile(fileobj=buffered, mode="rb")), counter, size
-        else:
-            yield iter(buffered), counter, size
+        try:
+            gzipped = buffered.peek(2)[:2] == b"\x1f\x8b"
+        except _READ_ERRORS as exc:
+            raise _Unreadable(1, _read_failure(exc)) from exc
+        lines = gzip.GzipFile(fileobj=buffered, mode="rb") if gzipped else buffered
+        yield iter(lines), counter, size
     finally:
         if raw is not sys.stdin.buffer:
             raw.close()
 
 
 def _decoded(lines: Iterator[bytes]) -> Iterator[tuple[int, str | None]]:
-    """(line number, text) pairs; text is None for a line that is not UTF-8."""
-    for number, line in enumerate(lines, 1):
-        if number == 1 and line.startswith(b"\xef\xbb\xbf"):
-            line = line[3:]
-        try:
-            yield number, line.decode("utf-8")
-        except UnicodeDecodeError:
-            yield number, None
+    """(line number, text) pairs; text is None for a line that is not UTF-8. A read error
+    (a truncated or corrupt gzip file, an I/O error) raises :class:`_Unreadable`."""
+    number = 0
+    try:
+        for number, line in enumerate(lines, 1):
+            if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            try:
+                yield number, line.decode("utf-8")
+            except UnicodeDecodeError:
+                yield number, None
+    except _READ_ERRORS as exc:
+        raise _Unreadable(number + 1, _read_failure(exc)) from exc
 
 
 def ingest(
@@ -194,38 +231,41 @@ def _ingest_file(
 ) -> Stopped | None:
     batch: list[Event] = []
     batch_start = first_line  # first line not yet written
-    with open_log(name) as (lines, counter, size):
-        for number, text in _decoded(lines):
-            if number < first_line:
-                if text is not None:
-                    reader.read_line(number, text)  # still learn the format and header
-                    reader.unknown_keys.clear()  # but report only the lines ingested
-                continue
-            if text is None:
-                result: Event | BadLine | None = BadLine(number, "not UTF-8 text")
-            else:
-                result = reader.read_line(number, text)
-            if isinstance(result, Event):
-                problem = check_event(tracker, result)
-                if problem is not None:
-                    result = BadLine(number, problem)
-            if isinstance(result, BadLine):
-                summary.bad_lines.append((name, result))
-                on_bad_line(name, result)
-                if not skip_bad:
-                    return Stopped(name, result.line_number, result.reason, batch_start, [])
-                continue
-            if result is None:
-                continue
-            batch.append(result)
-            if len(batch) >= batch_size:
+    try:
+        with open_log(name) as (lines, counter, size):
+            for number, text in _decoded(lines):
+                if number < first_line:
+                    if text is not None:
+                        reader.read_line(number, text)  # still learn the format and header
+                        reader.unknown_keys.clear()  # but report only the lines ingested
+                    continue
+                if text is None:
+                    result: Event | BadLine | None = BadLine(number, "not UTF-8 text")
+                else:
+                    result = reader.read_line(number, text)
+                if isinstance(result, Event):
+                    problem = check_event(tracker, result)
+                    if problem is not None:
+                        result = BadLine(number, problem)
+                if isinstance(result, BadLine):
+                    summary.bad_lines.append((name, result))
+                    on_bad_line(name, result)
+                    if not skip_bad:
+                        return Stopped(name, result.line_number, result.reason, batch_start, [])
+                    continue
+                if result is None:
+                    continue
+                batch.append(result)
+                if len(batch) >= batch_size:
+                    send_batch(tracker, batch)
+                    summary.events += len(batch)
+                    batch.clear()
+                    batch_start = number + 1
+                    on_progress(Progress(name, counter.count, size))
+            if batch:
                 send_batch(tracker, batch)
                 summary.events += len(batch)
-                batch.clear()
-                batch_start = number + 1
-                on_progress(Progress(name, counter.count, size))
-        if batch:
-            send_batch(tracker, batch)
-            summary.events += len(batch)
-        on_progress(Progress(name, counter.count, size))
+            on_progress(Progress(name, counter.count, size))
+    except _Unreadable as exc:
+        return Stopped(name, exc.line_number, exc.reason, batch_start, [], unreadable=True)
     return None

@@ -1,4 +1,5 @@
-"""``--plot``: a PNG line chart per bucket with the ±2σ band. Needs the ``plot`` extra."""
+"""``--plot``: a line chart per bucket with the ±2σ band, as PNG, SVG or PDF (from the file
+name). Needs the ``plot`` extra."""
 
 from __future__ import annotations
 
@@ -13,6 +14,20 @@ from .reporting import SIGMAS, bucket_label
 
 #: Per bucket, its points: (day, count, standard error).
 Series = dict[Bucket, list[tuple[datetime.date, float, float]]]
+
+
+#: The chart formats, by file name suffix (matplotlib writes them all without extra packages).
+FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
+
+
+def plot_format(path: str | Path) -> str:
+    """The format a chart file's name asks for; a ValueError naming the choices otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(
+            f"--plot: cannot tell the format of {str(path)!r}: name it .png, .svg or .pdf"
+        )
+    return FORMATS[suffix]
 
 
 class PlotUnavailable(RuntimeError):
@@ -80,7 +95,7 @@ def plot_counts(
         alpha=0.7,
     )
     figure.autofmt_xdate()
-    figure.savefig(path, format="png")
+    figure.savefig(path, format=plot_format(path))
 
 
 def series_from_rows(rows: Sequence[tuple[datetime.date, dict[Bucket, Estimate]]]) -> Series:

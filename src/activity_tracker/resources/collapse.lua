@@ -192,9 +192,10 @@ for _, a in ipairs(aggregates) do
       indexed[#indexed + 1] = code
     end
   end
-  -- PFMERGE counts an existing destination as a source: start afresh.
+  -- PFMERGE counts an existing destination as a source: start afresh (an empty sketch from
+  -- PFADD, which fakeredis also takes without elements).
   redis.call('DEL', key)
-  redis.call('PFMERGE', key)
+  redis.call('PFADD', key)
   each_slice('PFMERGE', key, sources)
   redis.call('EXPIREAT', key, deadline)
   local estimate = redis.call('PFCOUNT', key)
