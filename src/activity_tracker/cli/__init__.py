@@ -23,6 +23,7 @@ from rich.progress import (
 )
 
 from .. import periods as _periods
+from ..arguments import MAX_WINDOW_DAYS
 from ..embedded import (
     default_store_path,
     is_embedded_url,
@@ -35,6 +36,7 @@ from ..keys import Bucket, check_prefix
 from ..tracker import ActivityTracker
 from . import ingestion as _ingest
 from . import reporting as _report
+from . import windows as _windows
 from .events import BadLine, Layout
 from .formats import layout_arguments, layout_options, unknown_keys_message
 
@@ -82,11 +84,17 @@ def _redacted(url: str) -> str:
 
 @contextmanager
 def open_tracker(
-    settings: Settings, periods: Sequence[str] = DEFAULT_PERIODS, *, existing: bool = False
+    settings: Settings,
+    periods: Sequence[str] = DEFAULT_PERIODS,
+    *,
+    existing: bool = False,
+    rolling: Sequence[int] = _windows.ROLLING,
 ) -> Iterator[Any]:
     """An :class:`ActivityTracker` on the store of ``settings``, closed afterwards.
     ``existing``: an embedded store must exist already (commands with nothing to do on an
-    empty store refuse to create one, so a mistyped path is an error, not an empty report)."""
+    empty store refuse to create one, so a mistyped path is an error, not an empty report).
+    ``rolling``: the windows a collapse of days stores (and lookups read) when the daily
+    period is among ``periods``."""
     if existing:
         refuse_missing_store(settings)
     tracker = ActivityTracker(
@@ -94,6 +102,7 @@ def open_tracker(
         url=settings.store_url,
         prefix=settings.prefix,
         timezone=settings.timezone,
+        rolling=rolling if _periods.DAILY in periods else (),
     )
     try:
         yield tracker
@@ -464,6 +473,15 @@ aggregate_option = click.option(
     help="Collapse only this bucket (repeatable; '' is the default bucket). Default: all.",
 )
 @aggregate_option
+@click.option(
+    "--rolling",
+    type=click.IntRange(min=1, max=35),
+    multiple=True,
+    metavar="DAYS",
+    help="Rolling windows to store, ending on each day collapsed (repeatable, at most the 35 "
+    "days raw data is kept). Default: 7, 28 and 30, which report --rolling and --stickiness "
+    "read.",
+)
 @click.pass_obj
 def collapse(
     settings: Settings,
@@ -472,11 +490,13 @@ def collapse(
     max_periods: int,
     buckets: tuple[str, ...],
     aggregates: tuple[str, ...],
+    rolling: tuple[int, ...],
 ) -> None:
     """Turn finished periods into counts that `report` can read.
 
     The period containing --date (default today) is still open and is left alone; the
-    --max-periods finished periods before it are collapsed. Collapsing again recomputes the
+    --max-periods finished periods before it are collapsed, and for each day, the rolling
+    windows ending on it. Collapsing again recomputes the
     same counts and picks up late events, so it is safe to run from cron as often as you
     like, e.g. hourly:
 
@@ -486,7 +506,9 @@ def collapse(
     day = _parse_date(date, "--date")
     kinds = periods or DEFAULT_PERIODS
     aggregate_buckets = dict(_parse_aggregate(text) for text in aggregates)
-    with open_tracker(settings, kinds, existing=True) as tracker:
+    with open_tracker(
+        settings, kinds, existing=True, rolling=rolling or _windows.ROLLING
+    ) as tracker:
         tracker.collapse(
             buckets=[_bucket(b) for b in buckets] if buckets else None,
             aggregate_buckets=aggregate_buckets or None,
@@ -553,6 +575,20 @@ def collapse(
     help="Also save a line chart per bucket with its ±2σ band, as FILE.png, FILE.svg or "
     "FILE.pdf (needs the plot extra).",
 )
+@click.option(
+    "--rolling",
+    type=click.IntRange(min=1, max=MAX_WINDOW_DAYS),
+    metavar="DAYS",
+    help="Show rolling windows instead: per day, the ids active in the DAYS days ending "
+    "with it (7, 28 and 30 are stored by collapse; other lengths are computed from the raw "
+    "daily sketches, kept 35 days).",
+)
+@click.option(
+    "--stickiness",
+    is_flag=True,
+    help="Show stickiness instead: per day, its active ids as a % of the ids active in the 30 "
+    "days ending with it (DAU/MAU), with ±.",
+)
 @click.pass_obj
 def report(
     settings: Settings,
@@ -562,30 +598,43 @@ def report(
     buckets: tuple[str, ...],
     output_format: str,
     plot: str | None,
+    rolling: int | None,
+    stickiness: bool,
 ) -> None:
     """Show collapsed counts: one row per period lying wholly inside [--start, --end).
 
     Each count is an estimate; ± is two standard errors of the sketch it was read from (2 x
     1.04/sqrt(16384), about 1.6% of what that sketch holds, ids moved out of the bucket
     included), the range about 95% of counts fall in. Periods not collapsed yet read 0:
-    run `collapse` first.
+    run `collapse` first. --rolling and --stickiness show days (--period daily).
     """
     end_day = _parse_date(end, "--end")
     start_day = _parse_date(start, "--start")
     if start_day and end_day and start_day > end_day:
         raise click.BadParameter(f"{start_day} is after --end {end_day}", param_hint="--start")
+    if (rolling or stickiness) and period != _periods.DAILY:
+        raise click.BadParameter("--rolling and --stickiness show days", param_hint="--period")
+    if rolling and stickiness:
+        raise click.BadParameter("give --rolling or --stickiness, not both", param_hint="--rolling")
+    chosen = [_bucket(b) for b in buckets] if buckets else None
     with open_tracker(settings, [period], existing=True) as tracker:
         if end_day is None:
             end_day = datetime.datetime.now(tracker.timezone).date()
         if start_day is None:
             start_day = _periods.days_before(end_day, _DEFAULT_REPORT_DAYS[period])
-        rows = tracker.lookup(
-            period=period,
-            start=start_day,
-            end=end_day,
-            buckets=[_bucket(b) for b in buckets] if buckets else None,
-            with_error=True,
-        )
+        if stickiness:
+            windows = tracker.lookup_rolling(
+                _windows.STICKINESS_DAYS, start_day, end_day, chosen, with_error=True
+            )
+            daily = tracker.lookup_daily(start_day, end_day, chosen, with_error=True)
+            return _report_stickiness(_windows.stickiness(daily, windows), output_format, plot)
+        if rolling:
+            rows = tracker.lookup_rolling(rolling, start_day, end_day, chosen, with_error=True)
+            period = _windows.rolling_label(rolling)
+        else:
+            rows = tracker.lookup(
+                period=period, start=start_day, end=end_day, buckets=chosen, with_error=True
+            )
     if plot:
         from .plot import plot_counts, series_from_rows
 
@@ -608,8 +657,33 @@ def report(
                 "or it was not collapsed yet (run `activity-tracker collapse`)"
             )
         else:
-            console.print(_report.as_table(period, rows))
+            first_column = "last day" if rolling else "period start"
+            console.print(_report.as_table(period, rows, first_column))
             console.print(_report.TABLE_NOTE, soft_wrap=True)
+    if plot:
+        _stderr().print(f"wrote {plot}", markup=False)
+
+
+def _report_stickiness(rows: list[_windows.ShareRow], output_format: str, plot: str | None) -> None:
+    if plot:
+        from .plot import plot_counts
+
+        plot_counts(
+            plot,
+            _windows.share_series(rows),
+            title=f"stickiness: daily active ids / the {_windows.STICKINESS_DAYS} days ending "
+            "that day (±2σ bands)",
+            ylabel="% of the trailing 30 days' active ids",
+            note="bands: ±2σ from both counts' errors taken as independent",
+        )
+    if output_format == "json":
+        click.echo(_windows.as_json(rows))
+    elif output_format == "csv":
+        click.echo(_windows.as_csv(rows), nl=False)
+    else:
+        console = Console(highlight=False)
+        console.print(_windows.as_table(rows))
+        console.print(_windows.STICKINESS_NOTE, soft_wrap=True)
     if plot:
         _stderr().print(f"wrote {plot}", markup=False)
 
@@ -618,10 +692,12 @@ def _install_commands() -> None:
     """The commands with modules of their own (they import this one)."""
     from .check import check
     from .demo import demo
+    from .retention import retention
     from .serve import serve
 
     cli.add_command(check)
     cli.add_command(demo)
+    cli.add_command(retention)
     cli.add_command(serve)
 
 

@@ -6,7 +6,7 @@ import csv
 import datetime
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rich.table import Table
 
@@ -35,7 +35,7 @@ def bucket_label(bucket: Bucket) -> str:
     return DEFAULT_BUCKET_LABEL if bucket is None else bucket
 
 
-def buckets_of(rows: Sequence[Row]) -> list[Bucket]:
+def buckets_of(rows: Sequence[tuple[datetime.date, Mapping[Bucket, object]]]) -> list[Bucket]:
     seen: dict[Bucket, None] = {}
     for _, counts in rows:
         seen.update(dict.fromkeys(counts))
@@ -83,11 +83,11 @@ def as_csv(period: str, rows: Sequence[Row]) -> str:
     return out.getvalue()
 
 
-def as_table(period: str, rows: Sequence[Row]) -> Table:
+def as_table(period: str, rows: Sequence[Row], first_column: str = "period start") -> Table:
     """Periods down, buckets across, each cell ``estimate ±bound``."""
     buckets = buckets_of(rows)
     table = Table(title=f"{period} active ids")
-    table.add_column("period start", no_wrap=True)
+    table.add_column(first_column, no_wrap=True)
     for bucket in buckets:
         table.add_column(bucket_label(bucket), justify="right", no_wrap=True)
     for start, counts in rows:
