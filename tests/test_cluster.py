@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import subprocess
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -20,36 +17,11 @@ from activity_tracker import (
     WrongKeyTypeError,
 )
 from activity_tracker.periods import Period
-from redis_server import start_redis_server, stop_redis_server
+from redis_server import SLOT_RANGES, running_cluster
 from test_rolling import EVENTS, FRI, MON, NEXT_MON, SAT, SUN, TUE, WED, error_of, read_unions
 
 DAY = datetime.date(2024, 1, 10)
 NEXT_DAY = DAY + datetime.timedelta(days=1)
-SLOT_RANGES = [(0, 5460), (5461, 10922), (10923, 16383)]
-
-
-@contextmanager
-def running_cluster(
-    work: Path, extra_args: Sequence[str] = ()
-) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
-    """A three-node cluster, all slots covered: its URL and its node processes."""
-    nodes = [start_redis_server(work, cluster=True, extra_args=extra_args) for _ in SLOT_RANGES]
-    clients = [redis.Redis.from_url(url) for _, url in nodes]
-    try:
-        first = clients[0].connection_pool.connection_kwargs
-        for client, (low, high) in zip(clients, SLOT_RANGES, strict=True):
-            client.execute_command("CLUSTER ADDSLOTS", *range(low, high + 1))
-            client.execute_command("CLUSTER MEET", first["host"], first["port"])
-        deadline = time.monotonic() + 30
-        while any(c.cluster("info")["cluster_state"] != "ok" for c in clients):
-            assert time.monotonic() < deadline, "the test cluster never became ready"
-            time.sleep(0.1)
-        yield f"redis+cluster://{first['host']}:{first['port']}", [p for p, _ in nodes]
-    finally:
-        for client in clients:
-            client.close()
-        for process, _ in nodes:
-            stop_redis_server(process)
 
 
 @pytest.fixture(scope="module")
