@@ -320,11 +320,12 @@ def weekly_retention(
     for first, (_, row) in enumerate(rows):
         for offset, found in enumerate(row[1:], start=1):
             (a, a_held), (b, b_held) = sets[first], sets[first + offset]
-            # |A| + |B| - (the union's estimate - its exact correction), clamped: what the
-            # figure would be without the imprecision (|A|, |B| are exact to HLL error).
+            # The figure without the imprecision: the same |A| and |B| (exactly corrected
+            # bucket counts) and the union's estimate minus its exact correction, clamped.
+            size_a, size_b = row[0].count, rows[first + offset][1][0].count
             wrongly_held = len(a_held | b_held) - len(a | b)
-            ideal = len(a) + len(b) - (sketch_size(found) - wrongly_held)
-            departure = found.count - max(0, min(ideal, len(a), len(b)))
+            ideal = size_a + size_b - (sketch_size(found) - wrongly_held)
+            departure = found.count - max(0, min(ideal, size_a, size_b))
             compared.add(found, len(a & b), departure)
     return {(7, "weekly retention of web"): compared}
 
@@ -385,7 +386,7 @@ def accuracy_table(results: dict[tuple[int, str], Compared]) -> str:
                 f"{sum(found.inside) / len(found.inside):.0%}",
                 f"{sum(found.hll_inside) / len(found.hll_inside):.0%}",
                 f"{len(off)} of {len(found.departures)}",
-                f"{statistics.fmean(found.departures):+.1f} / {min(found.departures):+d}",
+                f"{statistics.fmean(found.departures):+.1f} / {max(found.departures, key=abs):+d}",
                 f"{100 * statistics.fmean(share):.3f}% / {100 * max(share):.3f}%",
             )
         )
@@ -398,7 +399,7 @@ def accuracy_table(results: dict[tuple[int, str], Compared]) -> str:
             "inside ±2σ",
             "inside ±2σ, departure apart",
             "departing from the model",
-            "departure, ids (mean / min)",
+            "departure, ids (mean / largest)",
             "departure, % of exact (mean / max)",
         ],
         rows,

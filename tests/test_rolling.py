@@ -246,6 +246,8 @@ def test_bad_rolling_options(make_tracker, options, error, message):
         (lambda t: t.retention("hourly", MON, TUE), ValueError, "unknown period 'hourly'"),
         (lambda t: t.retention("weekly", MON, TUE), ValueError, "does not track the weekly"),
         (lambda t: t.retention("daily", MON, TUE, bucket=3), TypeError, "bucket must be a str"),
+        (lambda t: t.retention("daily", MON, D(2025, 6, 1)), ValueError, "at most 366"),
+        (lambda t: t.lookup_rolling(9_000, MON, D(2034, 1, 1)), ValueError, "12,"),
         (lambda t: t.measure(date="today"), TypeError, "date must be a datetime.date"),
         (lambda t: t.measure(aggregate_buckets={"x": []}), ValueError, "at least one bucket"),
         (lambda t: t.measure(with_error=None), TypeError, "with_error"),

@@ -358,6 +358,30 @@ def day_range(
     return days[0], days[1]
 
 
+#: The most periods a retention triangle covers (its unions grow as their square).
+MAX_COHORTS = 366
+
+
+def cohorts(kind: str, start: datetime.date, end: datetime.date) -> tuple[Period, ...]:
+    """The periods of a retention triangle over ``[start, end)``: at most :data:`MAX_COHORTS`."""
+    found = tuple(_periods.within(kind, start, end))
+    if len(found) > MAX_COHORTS:
+        raise ValueError(
+            f"start, end: {len(found):,} {kind} periods; a retention triangle covers at most "
+            f"{MAX_COHORTS} (it counts a union for each pair of them)"
+        )
+    return found
+
+
+def window_span(first_day: datetime.date, end: datetime.date) -> None:
+    """Refuse windows computed over more than ``MAX_PERIODS`` days of raw sketches."""
+    if (end - first_day).days > _periods.MAX_PERIODS:
+        raise ValueError(
+            f"start, end: these windows read {(end - first_day).days:,} days of raw sketches, "
+            f"more than {_periods.MAX_PERIODS:,}"
+        )
+
+
 def first_window_day(last_day: datetime.date, days: int) -> datetime.date:
     """The first day of the window of ``days`` days ending with ``last_day``, or a
     ValueError when it would fall before ``date.min``."""

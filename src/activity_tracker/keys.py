@@ -43,7 +43,8 @@ retention) are estimated on copies of those sketches under a scratch tag of thei
 written, counted and deleted in one round trip (see :meth:`KeySchema.scratch`).
 
 The Lua scripts read these field names themselves (passing them would cost every call):
-``track.lua``, ``track_many.lua``, ``collapse.lua`` and ``store.lua`` spell them as here.
+``track.lua``, ``track_many.lua``, ``collapse.lua``, ``store.lua`` and ``rolling.lua`` spell
+them as here.
 """
 
 from __future__ import annotations

@@ -166,11 +166,10 @@ class _Tracker:
         self._needs(DAILY, "lookup_rolling()")
         length = arguments.window_days(days, "days")
         job = self._lookup_job(DAILY, start, end, buckets, with_error)
-        if job.periods:
-            arguments.first_window_day(job.periods[0].start, length)
-        if length in self.rolling:
+        if length in self.rolling or not job.periods:
             return length, job, None
         last_days = tuple(period.start for period in job.periods)
+        arguments.window_span(arguments.first_window_day(last_days[0], length), last_days[-1])
         return length, job, RollingInquiry(last_days, length, job.buckets)
 
     def _count_inquiry(
@@ -189,7 +188,7 @@ class _Tracker:
         self._needs(kind, "retention()")
         _check_flag(with_error)
         first, last = arguments.day_range(self.timezone, start, end)
-        cohorts = tuple(_periods.within(kind, first, last))
+        cohorts = arguments.cohorts(kind, first, last)
         return RetentionInquiry(cohorts, arguments.bucket_name(bucket, "bucket"))
 
     def _measure_inquiry(
