@@ -395,7 +395,7 @@ def accuracy_table(results: dict[tuple[int, str], Compared]) -> str:
             "figure",
             "figures",
             "mean exact",
-            "|error| mean / p95",
+            "absolute error, mean / p95",
             "inside ±2σ",
             "inside ±2σ, departure apart",
             "departing from the model",
@@ -426,9 +426,9 @@ def retention_table(results: dict[float, Compared], cohort: int) -> str:
     return table(
         [
             "retention rate",
-            "exact |A ∩ B|",
-            "mean |error|, ids",
-            "|error| / exact, mean / p95",
+            "exact intersection",
+            "mean absolute error, ids",
+            "absolute error / exact, mean / p95",
             "±2σ / exact",
             "inside ±2σ",
         ],
@@ -579,7 +579,7 @@ def headline(
     rows.append(
         [
             "rolling windows against exact sets, documented imprecision included",
-            f"mean |error| {100 * statistics.fmean(errors):.2f}%, inside ±2σ "
+            f"mean absolute error {100 * statistics.fmean(errors):.2f}%, inside ±2σ "
             f"{sum(inside) / len(inside):.0%}; departure at most {100 * worst:.1f}% of a window",
             "",
             "",

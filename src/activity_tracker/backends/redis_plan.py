@@ -570,13 +570,21 @@ def _records_by_index(flat: Sequence[bytes]) -> dict[int, dict[bytes, int]]:
 
 def lookup(schema: KeySchema, job: LookupJob) -> Operation[list[Mapping[Bucket, Estimate]]]:
     """Read the stored counts of every period in one round trip."""
+    return (yield from _stored(schema, job, ""))
+
+
+def _stored(
+    schema: KeySchema, job: LookupJob, prefix: str
+) -> Operation[list[Mapping[Bucket, Estimate]]]:
+    """The ``counts`` fields ``prefix + code`` of the job's buckets (all such fields when
+    ``job.buckets`` is None; with no prefix, every field not starting with ``@``)."""
     if not job.periods:
         return []
     if job.buckets is None:
         replies = yield [Command(("HGETALL", schema.counts(period))) for period in job.periods]
-        return [_all_estimates(reply) for reply in replies]
-    codes = [_code(bucket) for bucket in job.buckets]
-    replies = yield [Command(("HMGET", schema.counts(p), *codes)) for p in job.periods]
+        return [_all_estimates(reply, prefix) for reply in replies]
+    fields = [prefix + _code(bucket) for bucket in job.buckets]
+    replies = yield [Command(("HMGET", schema.counts(p), *fields)) for p in job.periods]
     return [
         {
             bucket: stored_estimate(value)
@@ -594,12 +602,13 @@ def stored_estimate(value: Any) -> Estimate:
     return estimate(int(count), float(rest.partition(",")[0] or count))
 
 
-def _all_estimates(reply: Mapping[Any, Any]) -> dict[Bucket, Estimate]:
+def _all_estimates(reply: Mapping[Any, Any], prefix: str) -> dict[Bucket, Estimate]:
     found: dict[Bucket, Estimate] = {}
     for field, value in reply.items():
-        code = text(field)
-        if not code.startswith("@"):
-            found[decode_bucket(code)] = stored_estimate(value)
+        name = text(field)
+        wanted = name.startswith(prefix) if prefix else not name.startswith("@")
+        if wanted:
+            found[decode_bucket(name[len(prefix) :])] = stored_estimate(value)
     return found
 
 
@@ -611,29 +620,7 @@ def lookup_rolling(
 ) -> Operation[list[Mapping[Bucket, Estimate]]]:
     """Read the stored windows of ``days`` days ending on each of the job's days, in one
     round trip."""
-    if not job.periods:
-        return []
-    if job.buckets is None:
-        replies = yield [Command(("HGETALL", schema.counts(period))) for period in job.periods]
-        prefix = rolling_prefix(days)
-        return [
-            {
-                decode_bucket(field[len(prefix) :]): stored_estimate(value)
-                for field, value in ((text(f), v) for f, v in reply.items())
-                if field.startswith(prefix)
-            }
-            for reply in replies
-        ]
-    fields = [rolling_field(days, _code(bucket)) for bucket in job.buckets]
-    replies = yield [Command(("HMGET", schema.counts(p), *fields)) for p in job.periods]
-    return [
-        {
-            bucket: stored_estimate(value)
-            for bucket, value in zip(job.buckets, reply, strict=True)
-            if value is not None
-        }
-        for reply in replies
-    ]
+    return (yield from _stored(schema, job, rolling_prefix(days)))
 
 
 def unions(schema: KeySchema, inquiry: Inquiry[T], cluster: bool) -> Operation[T]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -157,6 +157,17 @@ def _parse_date(value: str | None, option: str) -> datetime.date | None:
         ) from None
 
 
+def parse_range(
+    start: str | None, end: str | None
+) -> tuple[datetime.date | None, datetime.date | None]:
+    """``--start`` and ``--end`` as days (None where not given), ``--start`` not after."""
+    end_day = _parse_date(end, "--end")
+    start_day = _parse_date(start, "--start")
+    if start_day and end_day and start_day > end_day:
+        raise click.BadParameter(f"{start_day} is after --end {end_day}", param_hint="--start")
+    return start_day, end_day
+
+
 def _bucket(name: str) -> Bucket:
     """A bucket as written on the command line: empty is the default bucket."""
     return name or None
@@ -190,6 +201,29 @@ def _check_plot(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 
 PERIOD_CHOICE = click.Choice(_periods.KINDS, case_sensitive=False)
+
+
+def format_option(records: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format table|csv|json``; ``records`` says what csv and json hold."""
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["table", "csv", "json"]),
+        default="table",
+        show_default=True,
+        help=f"table for people; csv and json give one record per {records}.",
+    )
+
+
+def plot_option(chart: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--plot FILE``, saving ``chart``."""
+    return click.option(
+        "--plot",
+        metavar="FILE",
+        type=click.Path(dir_okay=False, writable=True),
+        callback=_check_plot,
+        help=f"Also save {chart}, as FILE.png, FILE.svg or FILE.pdf (needs the plot extra).",
+    )
 
 
 @click.group(cls=_Group, context_settings=_CONTEXT)
@@ -558,23 +592,8 @@ def collapse(
     help="Show this bucket (repeatable; '' is the default bucket). Default: every bucket with "
     "a count in the range.",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people; csv and json give one record per period and bucket: "
-    "period,start,bucket,count,plus_minus.",
-)
-@click.option(
-    "--plot",
-    metavar="FILE",
-    type=click.Path(dir_okay=False, writable=True),
-    callback=_check_plot,
-    help="Also save a line chart per bucket with its ±2σ band, as FILE.png, FILE.svg or "
-    "FILE.pdf (needs the plot extra).",
-)
+@format_option("period and bucket: period,start,bucket,count,plus_minus")
+@plot_option("a line chart per bucket with its ±2σ band")
 @click.option(
     "--rolling",
     type=click.IntRange(min=1, max=MAX_WINDOW_DAYS),
@@ -608,10 +627,7 @@ def report(
     included), the range about 95% of counts fall in. Periods not collapsed yet read 0:
     run `collapse` first. --rolling and --stickiness show days (--period daily).
     """
-    end_day = _parse_date(end, "--end")
-    start_day = _parse_date(start, "--start")
-    if start_day and end_day and start_day > end_day:
-        raise click.BadParameter(f"{start_day} is after --end {end_day}", param_hint="--start")
+    start_day, end_day = parse_range(start, end)
     if (rolling or stickiness) and period != _periods.DAILY:
         raise click.BadParameter("--rolling and --stickiness show days", param_hint="--period")
     if rolling and stickiness:

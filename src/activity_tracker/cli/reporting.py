@@ -66,20 +66,17 @@ def as_json(period: str, rows: Sequence[Row]) -> str:
 def as_csv(period: str, rows: Sequence[Row]) -> str:
     """CSV with a header ``period,start,bucket,count,plus_minus``; the default bucket is an
     empty cell."""
+    return csv_text(["period", "start", "bucket", "count", "plus_minus"], records(period, rows))
+
+
+def csv_text(fields: Sequence[str], found: Sequence[Mapping[str, object]]) -> str:
+    """CSV of ``found`` with a header of ``fields``; ``None`` (the default bucket, a share
+    of nothing) is an empty cell."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["period", "start", "bucket", "count", "plus_minus"])
-    for record in records(period, rows):
-        bucket = record["bucket"]
-        writer.writerow(
-            [
-                record["period"],
-                record["start"],
-                "" if bucket is None else bucket,
-                record["count"],
-                record["plus_minus"],
-            ]
-        )
+    writer.writerow(fields)
+    for record in found:
+        writer.writerow(["" if record[field] is None else record[field] for field in fields])
     return out.getvalue()
 
 

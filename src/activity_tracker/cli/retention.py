@@ -3,9 +3,7 @@ many were active again 1, 2, ... periods later), with ± and an optional heatmap
 
 from __future__ import annotations
 
-import csv
 import datetime
-import io
 import json
 from collections.abc import Sequence
 
@@ -16,8 +14,17 @@ from rich.table import Table
 
 from .. import periods as _periods
 from ..corrections import Estimate
-from . import PERIOD_CHOICE, Settings, _bucket, _check_plot, _parse_date, _stderr, open_tracker
-from .reporting import SIGMAS, error_bound
+from . import (
+    PERIOD_CHOICE,
+    Settings,
+    _bucket,
+    _stderr,
+    format_option,
+    open_tracker,
+    parse_range,
+    plot_option,
+)
+from .reporting import SIGMAS, csv_text, error_bound
 
 Triangle = Sequence[tuple[datetime.date, Sequence[Estimate]]]
 
@@ -66,13 +73,8 @@ def as_json(period: str, rows: Triangle) -> str:
 
 def as_csv(period: str, rows: Triangle) -> str:
     """CSV with a header ``period,cohort,offset,count,plus_minus,percent``."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
     fields = ["period", "cohort", "offset", "count", "plus_minus", "percent"]
-    writer.writerow(fields)
-    for record in records(period, rows):
-        writer.writerow(["" if record[f] is None else record[f] for f in fields])
-    return out.getvalue()
+    return csv_text(fields, records(period, rows))
 
 
 def as_table(period: str, bucket_text: str, rows: Triangle) -> Table:
@@ -117,23 +119,8 @@ def as_table(period: str, bucket_text: str, rows: Triangle) -> Table:
     metavar="NAME",
     help="The bucket ('' or left out: the default bucket; an aggregate counts its sources).",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people; csv and json give one record per cohort and offset: "
-    "period,cohort,offset,count,plus_minus,percent.",
-)
-@click.option(
-    "--plot",
-    metavar="FILE",
-    type=click.Path(dir_okay=False, writable=True),
-    callback=_check_plot,
-    help="Also save the triangle as a heatmap of retention rates with their ±2σ, as "
-    "FILE.png, FILE.svg or FILE.pdf (needs the plot extra).",
-)
+@format_option("cohort and offset: period,cohort,offset,count,plus_minus,percent")
+@plot_option("the triangle as a heatmap of retention rates with their ±2σ")
 @click.pass_obj
 def retention(
     settings: Settings,
@@ -152,10 +139,7 @@ def retention(
     days by default, after a period ends). Its ± is two standard errors of the union A ∪ B:
     a rate of a few percent of a large cohort is known to within a few points, not better.
     """
-    end_day = _parse_date(end, "--end")
-    start_day = _parse_date(start, "--start")
-    if start_day and end_day and start_day > end_day:
-        raise click.BadParameter(f"{start_day} is after --end {end_day}", param_hint="--start")
+    start_day, end_day = parse_range(start, end)
     with open_tracker(settings, [period], existing=True) as tracker:
         if end_day is None:
             end_day = datetime.datetime.now(tracker.timezone).date()

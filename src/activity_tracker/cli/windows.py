@@ -4,9 +4,7 @@ and daily actives as a share of the trailing 30 days' (DAU/MAU). Pure: the rows 
 
 from __future__ import annotations
 
-import csv
 import datetime
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -16,7 +14,7 @@ from rich.table import Table
 
 from ..corrections import Estimate
 from ..keys import Bucket
-from .reporting import SIGMAS, bucket_label, buckets_of
+from .reporting import SIGMAS, bucket_label, buckets_of, csv_text
 
 #: The windows ``collapse`` stores, ending on each day it collapses: what ``report --rolling``
 #: reads for these lengths (others are computed from the raw daily sketches), and the
@@ -112,21 +110,7 @@ def as_json(rows: Sequence[ShareRow]) -> str:
 def as_csv(rows: Sequence[ShareRow]) -> str:
     """CSV with a header ``period,start,bucket,percent,plus_minus``; the default bucket is an
     empty cell."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["period", "start", "bucket", "percent", "plus_minus"])
-    for record in records(rows):
-        bucket = record["bucket"]
-        writer.writerow(
-            [
-                record["period"],
-                record["start"],
-                "" if bucket is None else bucket,
-                record["percent"],
-                record["plus_minus"],
-            ]
-        )
-    return out.getvalue()
+    return csv_text(["period", "start", "bucket", "percent", "plus_minus"], records(rows))
 
 
 def share_series(
