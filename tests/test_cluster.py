@@ -134,6 +134,11 @@ def test_a_foreign_string_among_the_sketches_fails_the_union_and_nothing_is_copi
     with pytest.raises(WrongKeyTypeError, match=r"\{d2024-01-09\}:hll:b:web holds a string"):
         tracker.count(MON, WED)
     assert _keys(client, f"{prefix}:{{u*") == []
+    reg = tracker.backend.schema.reg(Period("daily", MON))
+    client.delete(reg)
+    client.rpush(reg, "someone else's")
+    with pytest.raises(WrongKeyTypeError, match=r"reading .*\{d2024-01-08\}:reg"):
+        tracker.count(MON, TUE)
     tracker.close()
 
 

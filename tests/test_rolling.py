@@ -14,8 +14,10 @@ from activity_tracker import (
     ActivityTracker,
     AggregateBucketError,
     AsyncActivityTracker,
+    CollapseError,
     Estimate,
     RawDataExpiredError,
+    WrongKeyTypeError,
 )
 from activity_tracker.backends import redis_plan
 from activity_tracker.corrections import RELATIVE_STANDARD_ERROR
@@ -320,6 +322,29 @@ def test_a_window_measured_earlier_never_replaces_one_measured_later(make_tracke
     stored = backend.client.hgetall(counts)
     assert stored[b"@rolling:2:default"] == b"2,2," + stored[b"@measured"]
     assert tracker.lookup_rolling(2, TUE, WED) == [(TUE, {None: 2})]
+
+
+@pytest.mark.redis_only
+def test_someone_elses_key_among_the_days_is_an_error_naming_it(make_tracker, redis_client):
+    tracker = make_tracker(rolling=(2,))
+    play(tracker)
+    schema = tracker.backend.schema
+    reg, sketch = schema.reg(Period(DAILY, MON)), schema.hll(Period(DAILY, WED), "b:web")
+    redis_client.delete(reg)
+    redis_client.rpush(reg, "someone else's")
+    with pytest.raises(WrongKeyTypeError, match=r"WRONGTYPE.*reading .*\{d2024-01-08\}:reg"):
+        tracker.count(MON, WED)
+    redis_client.delete(sketch)
+    redis_client.sadd(sketch, "x")
+    with pytest.raises(WrongKeyTypeError, match=r"reading .*\{d2024-01-10\}:hll:b:web"):
+        tracker.count(TUE, THU)
+    # A collapse stores every day it can, and names the others: the foreign keys' days, and
+    # the days whose windows read them.
+    with pytest.raises(CollapseError) as caught:
+        tracker.collapse(date=NEXT_MON, max_periods=7)
+    assert [period.start for period, _ in caught.value.failures] == [MON, TUE, WED, THU]
+    assert tracker.lookup_rolling(2, FRI, SAT) == [(FRI, {"anon": 0, "app": 1, "web": 2})]
+    assert redis_client.lrange(reg, 0, -1) == [b"someone else's"]
 
 
 @pytest.mark.redis_only

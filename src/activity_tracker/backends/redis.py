@@ -21,7 +21,7 @@ from ..arguments import DEFAULT_RETENTION, Activity, CollapseJob, LookupJob
 from ..arguments import retention_seconds as _retention_seconds
 from ..corrections import Estimate
 from ..embedded import embedded_url, is_embedded_url
-from ..errors import BackendConnectionError, StorageError, WrongKeyTypeError
+from ..errors import ActivityTrackerError, BackendConnectionError, StorageError, WrongKeyTypeError
 from ..keys import Bucket, KeySchema
 from ..unions import Inquiry, T
 from . import redis_plan
@@ -167,7 +167,9 @@ def _replies(requests: list[redis_plan.Request], replies: list[Any]) -> list[Any
     """``replies``, once none is an error but those the requests take as replies (translated
     to this library's errors); the first other error, or a lost connection, is raised."""
     for index, reply in enumerate(replies):
-        if isinstance(reply, Exception):
+        # A script the server did not know was sent again alone: its error, if any, is
+        # already this library's (tolerated).
+        if isinstance(reply, Exception) and not isinstance(reply, ActivityTrackerError):
             replies[index] = _tolerated(requests[index], reply)
     return replies
 

@@ -630,7 +630,8 @@ def unions(schema: KeySchema, inquiry: Inquiry[T], cluster: bool) -> Operation[T
     on a cluster (``cluster``), where the periods live in different slots, ``GET`` of each
     sketch, then one round trip on copies in one scratch slot (see :func:`scratch_counts`)."""
     periods = inquiry.periods
-    replies = yield from _sent(request for p in periods for request in _registry_reads(schema, p))
+    reads = [read for period in periods for read in _registry_reads(schema, period)]
+    replies = _named(reads, (yield from _sent(reads)))
     registries: dict[Period, Registry] = {}
     names: dict[Period, dict[int, Bucket]] = {}
     for number, period in enumerate(periods):
@@ -648,7 +649,7 @@ def unions(schema: KeySchema, inquiry: Inquiry[T], cluster: bool) -> Operation[T
         reads += (Command(("GET", key), raw=True, errors_as_replies=True) for key in copied)
     else:
         reads += (Command(("PFCOUNT", *keys), errors_as_replies=True) for keys in key_sets)
-    replies = yield from _sent(reads)
+    replies = _named(reads, (yield from _sent(reads)))
     records = {
         period: _records(reply, names[period], plan.records[period])
         for period, reply in zip(with_records, replies, strict=False)
@@ -669,6 +670,19 @@ def _sent(requests: Iterable[Request]) -> Operation[list[Any]]:
     if not listed:
         return []
     replies: list[Any] = yield listed
+    return replies
+
+
+def _named(requests: Sequence[Command], replies: list[Any]) -> list[Any]:
+    """``replies``, each error among them naming the keys of its request (Redis's errors do
+    not: ``WRONGTYPE Operation against a key holding the wrong kind of value``)."""
+    for number, reply in enumerate(replies):
+        if isinstance(reply, Exception):
+            command, *args = requests[number].args
+            keys = ", ".join(text(key) for key in (args if command == "PFCOUNT" else args[:1]))
+            named = type(reply)(f"{reply} (reading {keys})")
+            named.__cause__ = reply.__cause__
+            replies[number] = named
     return replies
 
 
