@@ -530,9 +530,8 @@ def collapse(
 
     The period containing --date (default today) is still open and is left alone; the
     --max-periods finished periods before it are collapsed, and for each day, the rolling
-    windows ending on it. Collapsing again recomputes the
-    same counts and picks up late events, so it is safe to run from cron as often as you
-    like, e.g. hourly:
+    windows ending on it. Collapsing again recomputes the same counts and picks up late
+    events, so it is safe to run from cron as often as you like, e.g. hourly:
 
     \b
       5 * * * *  activity-tracker collapse --aggregate total=web,app
