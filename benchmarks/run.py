@@ -19,6 +19,7 @@ import accuracy
 import ingest
 import memory
 import throughput
+import windows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         passed.append("--quick")
     headline: list[list[str]] = []
     with _common.redis_url(args.url) as url:
-        for module in (throughput, ingest, memory, accuracy):
+        for module in (throughput, ingest, memory, accuracy, windows):
             headline += module.main([*passed, "--url", url], command=command)
         env = _common.table(["", ""], _common.environment(url))
     elapsed = time.monotonic() - started
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"# Benchmark results\n\nCommand: `{command}` ({elapsed:.0f} s)\n\n{env}\n\n"
         f"## Targets\n\n{targets}\n\n## Other figures\n\n{others}\n\n"
         "Details: [throughput](throughput.md), [ingest](ingest.md), [memory](memory.md), "
-        "[accuracy](accuracy.md).\n"
+        "[accuracy](accuracy.md), [windows](windows.md).\n"
     )
     (args.out / "README.md").write_text(text, encoding="utf-8")
     print(text)

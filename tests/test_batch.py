@@ -130,7 +130,7 @@ def test_a_user_seen_fifty_times_costs_one_element():
     assert (runs, count, deadline, buckets, code, flags) == (1, 2, end + 100, 1, "b:web", 1)
     assert (taken, run, checks, known, entries) == (1, 1, b"", 0, 0)
     assert sorted(spread.run) == ["heavy", "light"]
-    keys = (schema.scratch(day), schema.reg(day), schema.chg(day), schema.hll(day, "b:web"))
+    keys = (schema.batch_scratch(day), schema.reg(day), schema.chg(day), schema.hll(day, "b:web"))
     assert call.keys == keys
     # Each id is one argument, RESP-encoded once, whatever it holds.
     assert sorted(spread.run.encoded().split(b"\r\n$")) in (
@@ -238,7 +238,7 @@ def test_long_runs_go_into_each_periods_sketch(redis_client, prefix, scratch_tak
     )
     schema, day = KeySchema(prefix), Period("daily", DAY)
     if scratch_taken:
-        redis_client.set(schema.scratch(day), "theirs")
+        redis_client.set(schema.batch_scratch(day), "theirs")
     ids = [f"user-{n}" for n in range(3_000)]
     tracker.track_many((id, "web", None, None, DAY) for id in ids)
     redis_client.pfadd(f"{prefix}:expected", *ids)
@@ -249,7 +249,7 @@ def test_long_runs_go_into_each_periods_sketch(redis_client, prefix, scratch_tak
         # The same registers (and, counted, the same cached count): the same bytes.
         assert redis_client.get(sketch) == redis_client.get(f"{prefix}:expected")
         assert redis_client.ttl(sketch) > 0
-    assert redis_client.get(schema.scratch(day)) == (b"theirs" if scratch_taken else None)
+    assert redis_client.get(schema.batch_scratch(day)) == (b"theirs" if scratch_taken else None)
 
 
 @pytest.fixture
