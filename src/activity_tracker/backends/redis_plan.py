@@ -38,11 +38,14 @@ def _resource(name: str) -> str:
 
 def _scripts(fakeredis: bool) -> dict[str, str]:
     """Each script is its .lua file after the helpers they share (store.lua needs none), and
-    these after FAKEREDIS: whether the client is a fakeredis one (see common.lua's probe)."""
-    common = f"local FAKEREDIS = {str(fakeredis).lower()}\n" + _resource("common.lua")
+    these after FAKEREDIS: whether the client is a fakeredis one (see common.lua's probe).
+    track.lua's common case, track_fast.lua, comes before the helpers (see there why)."""
+    flag = f"local FAKEREDIS = {str(fakeredis).lower()}\n"
+    common = _resource("common.lua")
     scripts = {
-        name: common + _resource(f"{name}.lua") for name in ("track", "track_many", "collapse")
+        name: flag + common + _resource(f"{name}.lua") for name in ("track_many", "collapse")
     }
+    scripts["track"] = flag + _resource("track_fast.lua") + common + _resource("track.lua")
     scripts["store"] = _resource("store.lua")
     return scripts
 
