@@ -121,18 +121,45 @@ def track_call(
     now: float,
 ) -> ScriptCall:
     """The ``track.lua`` call recording ``activity`` in ``periods`` (which end at ``ends``)."""
-    new_id, old_id = activity.id, activity.old_id
-    adds, moves = new_id is not None, old_id is not None
+    keys, fixed = track_fixed(schema, activity, periods, ends, retention, now)
+    return ScriptCall("track", keys, fixed + track_tail(activity))
+
+
+def track_fixed(
+    schema: KeySchema,
+    activity: Activity,
+    periods: Sequence[Period],
+    ends: Sequence[float],
+    retention: int,
+    now: float,
+) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """The keys and the leading arguments (mode, bucket codes, proposed deadlines) of a
+    ``track.lua`` call: what successive calls mostly repeat."""
+    adds, moves = activity.id is not None, activity.old_id is not None
     args: list[Any] = [
         "3" if adds and moves else "1" if adds else "2",
         _code(activity.bucket) if adds else "",
         _code(activity.old_bucket) if moves else "",
     ]
     args += [deadline(end, now, retention) for end in ends]
-    args += (new_id or "", b"" if new_id is None else id_hash(new_id))
-    args += (old_id or "", b"" if old_id is None else id_hash(old_id))
     keys = _track_keys(schema, tuple(periods), activity.bucket, activity.old_bucket, adds, moves)
-    return ScriptCall("track", keys, tuple(args))
+    return keys, tuple(args)
+
+
+#: How many arguments :func:`track_tail` gives.
+TRACK_TAIL_LENGTH = 4
+
+
+def track_tail(activity: Activity) -> tuple[str | bytes, ...]:
+    """The last arguments of a ``track.lua`` call, which depend on the ids: the id, its hash,
+    the old id, its hash (``""`` for an id not given)."""
+    new_id, old_id = activity.id, activity.old_id
+    return (
+        new_id or "",
+        b"" if new_id is None else id_hash(new_id),
+        old_id or "",
+        b"" if old_id is None else id_hash(old_id),
+    )
 
 
 def check_track_reply(activity: Activity, periods: Sequence[Period], reply: Any) -> None:
