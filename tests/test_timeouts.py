@@ -23,7 +23,12 @@ import redis
 from activity_tracker import ActivityTracker, AsyncActivityTracker, BackendConnectionError
 from activity_tracker.embedded import embedded_client, release
 from activity_tracker.timeouts import DEFAULT_SOCKET_CONNECT_TIMEOUT, DEFAULT_SOCKET_TIMEOUT
-from redis_server import server_version, start_redis_server, stop_redis_server
+from redis_server import (
+    server_version,
+    start_redis_server,
+    stop_redis_server,
+    wait_until_asleep,
+)
 from silent_server import WATCHDOG_SECONDS, finishing
 
 DAY = datetime.date(2024, 1, 10)
@@ -197,19 +202,6 @@ def sleepy_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop_redis_server(process)
 
 
-def _wait_until_asleep(url: str, asleep: threading.Thread) -> None:
-    """Return once the server no longer answers a PING (its DEBUG SLEEP has begun)."""
-    while True:
-        assert asleep.is_alive(), "DEBUG SLEEP ended, or failed, before it was seen"
-        probe = redis.Redis.from_url(url, socket_timeout=0.2, retry=None)
-        try:
-            probe.ping()
-        except redis.TimeoutError:
-            return
-        finally:
-            probe.close()
-
-
 def test_a_redis_that_stops_answering_gives_up_without_sending_twice(sleepy_redis):
     admin = redis.Redis.from_url(sleepy_redis, socket_timeout=60)  # outlasts the sleep
     tracker = ActivityTracker(url=sleepy_redis, prefix="sleepy", socket_timeout=FAST)
@@ -217,7 +209,7 @@ def test_a_redis_that_stops_answering_gives_up_without_sending_twice(sleepy_redi
     admin.config_resetstat()
     asleep = threading.Thread(target=lambda: admin.execute_command("DEBUG", "SLEEP", 5))
     asleep.start()
-    _wait_until_asleep(sleepy_redis, asleep)
+    wait_until_asleep(sleepy_redis, asleep)
     try:
         _raises_connection_error(lambda: tracker.track(id=1, date=DAY))
         _raises_connection_error(lambda: tracker.lookup_daily(start=DAY, end=NEXT_DAY))

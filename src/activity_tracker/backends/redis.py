@@ -280,7 +280,7 @@ class RedisBackend(Backend):
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
         self._scripts = _scripts_for(self.client)
         self._connections: IdleConnections | None = _per_event_connections(self.client)
-        self._wire = TrackWire(self.schema, self.retention, self._scripts["track"][1])
+        self._wire = TrackWire(self.schema, self.retention, self._scripts["track"])
 
     def track(self, activity: Activity) -> None:
         # The per-event path: the call pre-encoded, on a connection kept for it.
@@ -297,7 +297,7 @@ class RedisBackend(Backend):
             try:
                 reply = connections.request(packed)
             except redis.exceptions.NoScriptError:
-                self.client.script_load(self._scripts["track"][0])
+                connections.request(self._wire.load)
                 reply = connections.request(packed)
         except _REDIS_ERRORS as exc:
             raise _translated(exc) from exc
@@ -393,7 +393,7 @@ class AsyncRedisBackend(AsyncBackend):
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
         self._scripts = _scripts_for(self.client)
         self._connections: AsyncIdleConnections | None = _per_event_connections(self.client)
-        self._wire = TrackWire(self.schema, self.retention, self._scripts["track"][1])
+        self._wire = TrackWire(self.schema, self.retention, self._scripts["track"])
 
     async def track(self, activity: Activity) -> None:
         connections = self._connections
@@ -409,7 +409,7 @@ class AsyncRedisBackend(AsyncBackend):
             try:
                 reply = await connections.request(packed)
             except redis.exceptions.NoScriptError:
-                await self.client.script_load(self._scripts["track"][0])
+                await connections.request(self._wire.load)
                 reply = await connections.request(packed)
         except _REDIS_ERRORS as exc:
             raise _translated(exc) from exc

@@ -27,18 +27,29 @@ def bulk(value: str | bytes | int) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
+def command(*args: str | bytes | int) -> list[bytes]:
+    """Any command, for a connection's ``send_packed_command``."""
+    return [b"*%d\r\n" % len(args) + b"".join(bulk(arg) for arg in args)]
+
+
 class TrackWire:
-    """``track.lua`` calls of one tracker (key schema, retention), by the script's SHA.
+    """``track.lua`` calls of one tracker (key schema, retention), by the SHA of ``script``
+    (its source and SHA).
 
     A prefix holds the deadlines proposed for the periods' first writes, ``retention`` after
-    the later of each period's end and now (rounded up to a second): it is reused while they
-    stay the same, until the first of its periods ends, or for up to a second when one has
-    ended (a backfill), since that period's proposal moves with the clock."""
+    the later of each period's end and now (rounded up to a second): it is reused from the
+    time it was encoded for as long as they stay the same, until the first of its periods
+    ends, or for up to a second when one has ended (a backfill), since that period's proposal
+    moves with the clock."""
 
-    def __init__(self, schema: KeySchema, retention: int, sha: str) -> None:
-        self.schema, self.retention, self.sha = schema, retention, sha
-        # (periods, bucket, old bucket, id given, old id given) -> (prefix, reusable until)
-        self._prefixes: dict[tuple[Any, ...], tuple[bytes, float]] = {}
+    def __init__(self, schema: KeySchema, retention: int, script: tuple[str, str]) -> None:
+        self.schema, self.retention = schema, retention
+        source, self.sha = script
+        #: The ``SCRIPT LOAD`` of ``track.lua``, for a server that does not know it yet.
+        self.load = command("SCRIPT", "LOAD", source)
+        # (periods, bucket, old bucket, id given, old id given) -> (prefix, reusable from,
+        # reusable until)
+        self._prefixes: dict[tuple[Any, ...], tuple[bytes, float, float]] = {}
 
     def packed(self, activity: Activity, now: float) -> list[bytes]:
         """The ``EVALSHA`` recording ``activity`` in all its periods, for a connection's
@@ -52,7 +63,7 @@ class TrackWire:
             old_id is None,
         )
         found = self._prefixes.get(key)
-        if found is None or now >= found[1]:
+        if found is None or not found[1] <= now < found[2]:
             found = self._prefix(key, activity, now)
         if new_id is not None and old_id is None:  # the common call: track_tail's 4 arguments
             data = new_id.encode("utf-8")
@@ -62,7 +73,9 @@ class TrackWire:
             ]
         return [found[0] + b"".join(bulk(arg) for arg in track_tail(activity))]
 
-    def _prefix(self, key: tuple[Any, ...], activity: Activity, now: float) -> tuple[bytes, float]:
+    def _prefix(
+        self, key: tuple[Any, ...], activity: Activity, now: float
+    ) -> tuple[bytes, float, float]:
         keys, fixed = track_fixed(
             self.schema, activity, activity.periods, activity.ends, self.retention, now
         )
@@ -74,7 +87,7 @@ class TrackWire:
         valid_until = min(
             end if now < end else math.ceil(now + retention) - retention for end in activity.ends
         )
-        found = prefix, valid_until
+        found = prefix, now, valid_until
         if len(self._prefixes) >= _CACHE_LIMIT:
             self._prefixes.clear()
         self._prefixes[key] = found
