@@ -112,28 +112,62 @@ def test_a_redis_restarted_costs_no_call_sync_and_asyncio(tmp_path):
         stop_redis_server(restarted[-1])
 
 
-def test_a_connection_that_timed_out_is_not_used_again(tmp_path):
-    """Its late reply must not be read as the answer to a later call."""
+@pytest.fixture(scope="module")
+def sleepy_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway server that accepts ``DEBUG SLEEP``."""
     extra = ["--enable-debug-command", "yes"] if server_version() >= (7,) else []
-    process, url = start_redis_server(tmp_path, extra_args=extra)
-    admin = redis.Redis.from_url(url, socket_timeout=60)
-    tracker = ActivityTracker(url=url, socket_timeout=0.3)
+    process, url = start_redis_server(tmp_path_factory.mktemp("sleepy"), extra_args=extra)
     try:
-        for n in range(3):
-            tracker.track(id=n, bucket="a", date=DAY)
-        tracker.collapse(date=NEXT_DAY, aggregate_buckets={"all": ["a"]})
-        asleep = threading.Thread(target=lambda: admin.execute_command("DEBUG", "SLEEP", 1))
-        asleep.start()
-        wait_until_asleep(url, asleep)
-        with pytest.raises(BackendConnectionError):
-            tracker.track(id=5, bucket="a", date=DAY)  # answered 0 once Redis wakes
-        asleep.join()
-        with pytest.raises(AggregateBucketError):
-            tracker.track(id=6, bucket="all", date=DAY)
+        yield url
     finally:
-        tracker.close()
-        admin.close()
         stop_redis_server(process)
+
+
+def _asleep(url: str) -> threading.Thread:
+    """A thread running a second of ``DEBUG SLEEP``, once the server sleeps."""
+
+    def sleep() -> None:
+        admin = redis.Redis.from_url(url, socket_timeout=60)
+        admin.execute_command("DEBUG", "SLEEP", 1)
+        admin.close()
+
+    thread = threading.Thread(target=sleep)
+    thread.start()
+    wait_until_asleep(url, thread)
+    return thread
+
+
+def test_a_connection_that_timed_out_is_not_used_again(sleepy_url, prefix):
+    """Its late reply must not be read as the answer to a later call."""
+    tracker = ActivityTracker(url=sleepy_url, prefix=prefix, socket_timeout=0.3)
+    for n in range(3):
+        tracker.track(id=n, bucket="a", date=DAY)
+    tracker.collapse(date=NEXT_DAY, aggregate_buckets={"all": ["a"]})
+    asleep = _asleep(sleepy_url)
+    with pytest.raises(BackendConnectionError):
+        tracker.track(id=5, bucket="a", date=DAY)  # answered 0 once Redis wakes
+    asleep.join()
+    with pytest.raises(AggregateBucketError):
+        tracker.track(id=6, bucket="all", date=DAY)
+    tracker.close()
+
+
+def test_an_asyncio_connection_that_timed_out_is_not_used_again(sleepy_url, prefix):
+    async def scenario() -> None:
+        async with AsyncActivityTracker(
+            url=sleepy_url, prefix=prefix, socket_timeout=0.3
+        ) as tracker:
+            for n in range(3):
+                await tracker.track(id=n, bucket="a", date=DAY)
+            await tracker.collapse(date=NEXT_DAY, aggregate_buckets={"all": ["a"]})
+            asleep = _asleep(sleepy_url)
+            with pytest.raises(BackendConnectionError):
+                await tracker.track(id=5, bucket="a", date=DAY)
+            asleep.join()
+            with pytest.raises(AggregateBucketError):
+                await tracker.track(id=6, bucket="all", date=DAY)
+
+    asyncio.run(scenario())
 
 
 def test_threads_tracking_at_once(redis_client, redis_url, prefix):

@@ -215,11 +215,12 @@ def test_a_redis_that_stops_answering_gives_up_without_sending_twice(sleepy_redi
         _raises_connection_error(lambda: tracker.lookup_daily(start=DAY, end=NEXT_DAY))
     finally:
         asleep.join()
-    # Once awake, Redis may still run what the tracker sent before giving up (unless it sees
-    # the closed connection first): at most once, never again.
-    ran = admin.info("commandstats").get("cmdstat_evalsha", {"calls": 0})["calls"]
-    assert ran <= 1
     tracker.track(id=2, date=DAY)  # and the tracker works again
+    # Once awake, Redis may still run what the tracker sent before giving up (unless it sees
+    # the closed connection first): at most once, never again. It has read every connection
+    # ready when it woke by the time it answers a call sent after it woke.
+    ran = admin.info("commandstats")["cmdstat_evalsha"]["calls"] - 1
+    assert ran <= 1
     tracker.collapse(date=NEXT_DAY)
     assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {None: 2 + ran})]
     admin.delete(*admin.keys("sleepy:*"))
