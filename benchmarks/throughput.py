@@ -16,7 +16,9 @@ id change), periods daily + monthly. Writers, each into its own keys:
     names cached, each monthly key given the union of its days' sets, one pipeline of
     multi-element ``PFADD``, per chunk of 10,000 events;
 (d) this library's ``track()``, one call per event;
-(e) this library's ``track_many()``, on the same 10,000-event chunks as (c).
+(e) this library's ``track_many()``, on the same 10,000-event chunks as (c);
+and the asyncio twins of (floor), (b) and (d) through ``redis.asyncio`` (each block one
+``run_until_complete`` of one event loop).
 
 (b) and (c) cannot record an id change (a HyperLogLog cannot forget): they only add the new
 id, doing less than (a), (d) and (e). Writers take turns on the same blocks of events (100
@@ -31,6 +33,7 @@ quantities. Server time per event is read from ``INFO commandstats`` around each
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import random
 import sys
@@ -41,16 +44,18 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import redis
+import redis.asyncio
 
 import _common
 from _common import Event, fmt, median, table
-from activity_tracker import ActivityTracker, BufferedTracker
+from activity_tracker import ActivityTracker, AsyncActivityTracker, BufferedTracker
 
 PERIODS = ("daily", "monthly")
 EVENTS, USERS = 200_000, 50_000
 BLOCK, CHUNK = 100, 10_000
 QUICK_BLOCKS = 40
-PER_EVENT, BATCH = ("floor", "a", "b", "d"), ("c", "e")
+PER_EVENT = ("floor", "a", "b", "d", "floor-async", "b-async", "d-async")
+BATCH = ("c", "e")
 
 WRITERS = {
     "floor": "(floor) bare EVALSHA of `return 0`, one per event",
@@ -59,6 +64,9 @@ WRITERS = {
     "d": "(d) activity-tracker track() per event",
     "c": "(c) hand-written batch: local de-dup, cached key names, multi-element PFADD",
     "e": "(e) activity-tracker track_many()",
+    "floor-async": "(floor) asyncio: bare EVALSHA of `return 0`, one per event",
+    "b-async": "(b) asyncio: pipeline of 2 PFADD per event, cached key names",
+    "d-async": "(d) asyncio: AsyncActivityTracker track() per event",
 }
 SCRIPT_COMMANDS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "fcall_ro")
 # Per writer: the top-level commands whose server time is the writer's (commands run inside
@@ -70,6 +78,9 @@ SERVER_COMMANDS = {
     "d": SCRIPT_COMMANDS,
     "c": ("pfadd",),
     "e": SCRIPT_COMMANDS,
+    "floor-async": SCRIPT_COMMANDS,
+    "b-async": ("pfadd",),
+    "d-async": SCRIPT_COMMANDS,
 }
 
 
@@ -87,6 +98,8 @@ GOALS = (
     Goal("track() vs (b) hand-written pipeline of 2 PFADD", "d", "b", 1.0),
     Goal("track() vs (a) original library, its 2 periods", "d", "a", 2.0),
     Goal("track_many() vs (c) hand-written batch", "e", "c", 1.0),
+    Goal("asyncio track() vs asyncio (floor)", "d-async", "floor-async", 0.95),
+    Goal("asyncio track() vs asyncio (b)", "d-async", "b-async", 1.0),
 )
 # Issue 12 point 4 (columnar ingest) is not built yet: its rows stay, marked, until it is.
 INGEST_GOALS = (
@@ -229,6 +242,44 @@ def track_writer(tracker: ActivityTracker) -> Writer:
     return write
 
 
+def async_writers(
+    loop: asyncio.AbstractEventLoop, client: redis.asyncio.Redis, prefixes: dict[str, str]
+) -> tuple[dict[str, Writer], AsyncActivityTracker]:
+    """The asyncio writers (floor), (b) and (d), each block run to completion on ``loop``;
+    and the tracker of (d), to close."""
+    sha = loop.run_until_complete(client.script_load("return 0"))
+    names = KeyNames(prefixes["b-async"])
+    tracker = AsyncActivityTracker(periods=PERIODS, client=client, prefix=prefixes["d-async"])
+
+    async def floor(events: Sequence[Event]) -> None:
+        for _ in events:
+            await client.evalsha(sha, 0)
+
+    async def pipeline(events: Sequence[Event]) -> None:
+        for id, bucket, _, _, day in events:
+            daily, monthly = names(day, bucket)
+            pipe = client.pipeline(transaction=False)
+            pipe.pfadd(daily, id)
+            pipe.pfadd(monthly, id)
+            await pipe.execute()
+
+    async def track(events: Sequence[Event]) -> None:
+        for id, bucket, old_id, old_bucket, day in events:
+            await tracker.track(
+                id=id, bucket=bucket, old_id=old_id, old_bucket=old_bucket, date=day
+            )
+
+    def on_loop(write: Callable[[Sequence[Event]], Any]) -> Writer:
+        return lambda events: loop.run_until_complete(write(events))
+
+    writers = {
+        "floor-async": on_loop(floor),
+        "b-async": on_loop(pipeline),
+        "d-async": on_loop(track),
+    }
+    return writers, tracker
+
+
 def track_many_writer(tracker: ActivityTracker) -> Writer:
     def write(events: Sequence[Event]) -> None:
         tracker.track_many(events)
@@ -263,6 +314,8 @@ def measure(
     of ``per_event``, then the batch writers on each of ``chunks``, the order rotating from
     block to block, so a slow patch of the machine hits every writer alike."""
     client = redis.Redis.from_url(url)
+    loop = asyncio.new_event_loop()
+    async_client = redis.asyncio.Redis.from_url(url)
     speeds = Speeds({key: [] for key in WRITERS}, {key: [] for key in WRITERS})
 
     def repetition(rep: int, warm: bool) -> None:
@@ -279,6 +332,8 @@ def measure(
             "c": batch_writer(client, prefixes["c"]),
             "e": track_many_writer(trackers["e"]),
         }
+        asyncio_writers, async_tracker = async_writers(loop, async_client, prefixes)
+        write.update(asyncio_writers)
         spent = dict.fromkeys(WRITERS, 0.0)
         server = dict.fromkeys(WRITERS, 0)
         sent = dict.fromkeys(WRITERS, 0)
@@ -299,6 +354,7 @@ def measure(
             for key in WRITERS:
                 speeds.events_per_s[key].append(sent[key] / spent[key])
                 speeds.server_us[key].append(server[key] / sent[key])
+        loop.run_until_complete(async_tracker.close())
         for prefix in prefixes.values():
             _common.delete_prefix(client, prefix)
 
@@ -308,6 +364,8 @@ def measure(
             repetition(rep, warm=False)
     finally:
         client.close()
+        loop.run_until_complete(async_client.aclose())
+        loop.close()
     return speeds
 
 
@@ -392,6 +450,7 @@ def plot(speeds: Speeds, path: Path) -> None:
 
     figure, panels = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=(3, 2))
     colors = {"floor": "#bbbbbb", "a": "#999999", "b": "#2171b5", "c": "#2171b5"}
+    colors |= {"floor-async": colors["floor"], "b-async": colors["b"]}
     for axes, group, title in (
         (panels[0], PER_EVENT, "per event"),
         (panels[1], BATCH, "batch"),

@@ -9,13 +9,14 @@ one element. A batch holds at most ``max_events`` checked events before it sends
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from . import arguments
 from .arguments import Activity
 from .keys import Bucket
-from .periods import Period, local_date
+from .periods import DAILY, Period, end_epoch, local_date
 
 if TYPE_CHECKING:
     from .tracker import ActivityTracker, AsyncActivityTracker
@@ -71,6 +72,42 @@ class ActivityChecker:
         self.timezone = timezone
         self._buckets: set[Bucket] = {None}
         self._periods: dict[datetime.date, _Periods] = {}
+        # (since, until, day): the day of every call from since (epoch seconds) until the
+        # day ends; see today().
+        self._today: tuple[float, float, datetime.date] = (0.0, 0.0, datetime.date.min)
+
+    def today(self) -> datetime.date:
+        """The day of the call in the tracker's time zone: what ``date=None`` means. Worked
+        out once, then reused until the day ends (or the clock is set back): the first
+        instant of the next day is when the periods of this day end."""
+        now = time.time()
+        since, until, day = self._today
+        if since <= now < until:
+            return day
+        day = datetime.datetime.fromtimestamp(now, self.timezone).date()
+        self._today = (now, end_epoch(Period(DAILY, day), self.timezone), day)
+        return day
+
+    def plain_day(self, id: object, bucket: object, date: object) -> datetime.date | None:
+        """The day of ``track(id, bucket, date=date)`` if its arguments need no more check:
+        an ASCII str id within the size limit, a bucket already checked, and ``date`` None
+        (today) or a ``datetime.date`` already seen; else None (see :meth:`activity`)."""
+        if type(id) is not str or not id.isascii() or len(id) > arguments.MAX_ID_BYTES:
+            return None
+        try:
+            if bucket not in self._buckets:
+                return None
+        except TypeError:  # unhashable
+            return None
+        day = self.today() if date is None else date
+        if type(day) is not datetime.date or day not in self._periods:
+            return None
+        return day
+
+    def plain_add(self, id: str, bucket: Bucket, day: datetime.date) -> Activity:
+        """The activity of an event :meth:`plain_day` passed."""
+        found = self._periods.get(day)
+        return _plain_add(found or self._periods_of(day), id, bucket)
 
     def activity(
         self,
@@ -96,13 +133,18 @@ class ActivityChecker:
             if len(self._buckets) >= _CACHE_LIMIT:
                 self._buckets = {None}
             self._buckets.add(bucket)
-        day = date if type(date) is datetime.date else local_date(date, self.timezone, "date")
+        if date is None:
+            day = self.today()
+        elif type(date) is datetime.date:
+            day = date
+        else:
+            day = local_date(date, self.timezone, "date")
         found = self._periods.get(day)
         if found is None:
             if len(self._periods) >= _CACHE_LIMIT:
                 self._periods = {}
             found = self._periods[day] = self._periods_of(day)
-        return Activity(*found, id, bucket, None, None)  # type: ignore[arg-type]
+        return _plain_add(found, id, bucket)  # type: ignore[arg-type]
 
     def _periods_of(self, day: datetime.date) -> _Periods:
         periods = tuple(Period.containing(kind, day) for kind in self.kinds)
