@@ -106,21 +106,22 @@ def test_buffer_options_are_checked(options, error, argument):
 IDS = [f"user-{n}" for n in range(10)]
 DAYS = [DAY, DAY + datetime.timedelta(days=1)]
 
-plain_add = st.tuples(st.just("add"), st.sampled_from(IDS), st.sampled_from(["a", "b"]))
-id_change = st.tuples(
-    st.just("change"), st.sampled_from(IDS), st.sampled_from(["a", "b"]), st.sampled_from(IDS)
-)
+few_ids = st.sampled_from(IDS[:4])  # so that events repeat, and change the ids they repeat
+plain_add = st.tuples(st.just("add"), few_ids, st.sampled_from(["a", "b"]))
+id_change = st.tuples(st.just("change"), few_ids, st.sampled_from(["a", "b"]), few_ids)
 days = st.sampled_from(DAYS)
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     events=st.lists(
-        st.tuples(st.one_of(plain_add, plain_add, plain_add, id_change), days), max_size=60
+        st.tuples(st.one_of(plain_add, plain_add, plain_add, id_change), days),
+        min_size=10,
+        max_size=80,
     ),
-    max_events=st.integers(1, 8),
+    max_events=st.integers(1, 100),
 )
 def test_repeats_and_id_changes_count_as_tracked_one_by_one(redis_url, prefix, events, max_events):
     """Sends happen while events are kept (max_events is small): a repeat not kept again
@@ -144,6 +145,19 @@ def test_repeats_and_id_changes_count_as_tracked_one_by_one(redis_url, prefix, e
     expected = {key: len(ids) for key, ids in model.items() if ids}
     assert {key: count for key, count in found.items() if count} == expected
     tracker.close()
+
+
+def test_a_repeat_after_an_id_change_is_kept(redis_url, prefix):
+    tracker = ActivityTracker(url=redis_url, prefix=prefix)
+    buffered = BufferedTracker(tracker, interval=60)
+    buffered.track(id="user-9", bucket="a", date=DAY)  # day and bucket now known
+    buffered.track(id="user-0", bucket="a", date=DAY)
+    buffered.track(id="user-1", bucket="b", old_id="user-0", old_bucket="a", date=DAY)
+    buffered.track(id="user-0", bucket="a", date=DAY)  # back in a
+    buffered.track(id="user-0", bucket="a", date=DAY)  # a repeat: changes nothing
+    buffered.close()
+    tracker.collapse(date=DAYS[1])
+    assert tracker.lookup_daily(start=DAY, end=DAYS[1]) == [(DAY, {"a": 2, "b": 1})]
 
 
 def test_date_none_is_the_day_of_the_call_across_midnight(monkeypatch):
