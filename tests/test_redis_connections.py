@@ -26,7 +26,6 @@ from activity_tracker import (
 from activity_tracker.keys import KeySchema, encode_bucket
 from activity_tracker.periods import Period
 from redis_server import (
-    server_version,
     start_redis_server,
     stop_redis_server,
     wait_until_asleep,
@@ -112,17 +111,6 @@ def test_a_redis_restarted_costs_no_call_sync_and_asyncio(tmp_path):
         stop_redis_server(restarted[-1])
 
 
-@pytest.fixture(scope="module")
-def sleepy_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A throwaway server that accepts ``DEBUG SLEEP``."""
-    extra = ["--enable-debug-command", "yes"] if server_version() >= (7,) else []
-    process, url = start_redis_server(tmp_path_factory.mktemp("sleepy"), extra_args=extra)
-    try:
-        yield url
-    finally:
-        stop_redis_server(process)
-
-
 def _asleep(url: str) -> threading.Thread:
     """A thread running a second of ``DEBUG SLEEP``, once the server sleeps."""
 
@@ -137,13 +125,13 @@ def _asleep(url: str) -> threading.Thread:
     return thread
 
 
-def test_a_connection_that_timed_out_is_not_used_again(sleepy_url, prefix):
+def test_a_connection_that_timed_out_is_not_used_again(sleepy_redis, prefix):
     """Its late reply must not be read as the answer to a later call."""
-    tracker = ActivityTracker(url=sleepy_url, prefix=prefix, socket_timeout=0.3)
+    tracker = ActivityTracker(url=sleepy_redis, prefix=prefix, socket_timeout=0.3)
     for n in range(3):
         tracker.track(id=n, bucket="a", date=DAY)
     tracker.collapse(date=NEXT_DAY, aggregate_buckets={"all": ["a"]})
-    asleep = _asleep(sleepy_url)
+    asleep = _asleep(sleepy_redis)
     with pytest.raises(BackendConnectionError):
         tracker.track(id=5, bucket="a", date=DAY)  # answered 0 once Redis wakes
     asleep.join()
@@ -152,15 +140,15 @@ def test_a_connection_that_timed_out_is_not_used_again(sleepy_url, prefix):
     tracker.close()
 
 
-def test_an_asyncio_connection_that_timed_out_is_not_used_again(sleepy_url, prefix):
+def test_an_asyncio_connection_that_timed_out_is_not_used_again(sleepy_redis, prefix):
     async def scenario() -> None:
         async with AsyncActivityTracker(
-            url=sleepy_url, prefix=prefix, socket_timeout=0.3
+            url=sleepy_redis, prefix=prefix, socket_timeout=0.3
         ) as tracker:
             for n in range(3):
                 await tracker.track(id=n, bucket="a", date=DAY)
             await tracker.collapse(date=NEXT_DAY, aggregate_buckets={"all": ["a"]})
-            asleep = _asleep(sleepy_url)
+            asleep = _asleep(sleepy_redis)
             with pytest.raises(BackendConnectionError):
                 await tracker.track(id=5, bucket="a", date=DAY)
             asleep.join()

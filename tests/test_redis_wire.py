@@ -1,5 +1,5 @@
 """The per-event request as bytes: what ``TrackWire`` sends is, byte for byte, what redis-py
-would send for the ``EVALSHA`` of ``redis_plan.track_call``, whatever the call before it
+would send for the ``EVALSHA`` of ``redis_plan.track``'s call, whatever the calls before it
 encoded. No server here."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ RETENTION = 100
 
 def redis_py_bytes(activity: Activity, now: float) -> bytes:
     """What redis-py sends for the track.lua call of ``activity`` at ``now``."""
-    call = redis_plan.track_call(SCHEMA, activity, activity.periods, activity.ends, RETENTION, now)
+    [call] = next(redis_plan.track(SCHEMA, activity, RETENTION, now, split_periods=False))
     packed = redis.Connection().pack_command("EVALSHA", SHA, len(call.keys), *call.keys, *call.args)
     return b"".join(packed)
 

@@ -24,9 +24,6 @@ from activity_tracker import ActivityTracker, AsyncActivityTracker, BackendConne
 from activity_tracker.embedded import embedded_client, release
 from activity_tracker.timeouts import DEFAULT_SOCKET_CONNECT_TIMEOUT, DEFAULT_SOCKET_TIMEOUT
 from redis_server import (
-    server_version,
-    start_redis_server,
-    stop_redis_server,
     wait_until_asleep,
 )
 from silent_server import WATCHDOG_SECONDS, finishing
@@ -189,17 +186,6 @@ def test_the_command_line_gives_up_on_a_silent_redis_with_one_line(silent_server
     assert result.stderr.count("\n") == 1
     assert "Timeout reading" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-@pytest.fixture(scope="module")
-def sleepy_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A throwaway server that accepts ``DEBUG SLEEP``."""
-    extra = ["--enable-debug-command", "yes"] if server_version() >= (7,) else []
-    process, url = start_redis_server(tmp_path_factory.mktemp("sleepy"), extra_args=extra)
-    try:
-        yield url
-    finally:
-        stop_redis_server(process)
 
 
 def test_a_redis_that_stops_answering_gives_up_without_sending_twice(sleepy_redis):

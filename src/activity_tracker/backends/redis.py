@@ -293,12 +293,7 @@ class RedisBackend(Backend):
             )
             return
         try:
-            packed = self._wire.packed(activity, time.time())
-            try:
-                reply = connections.request(packed)
-            except redis.exceptions.NoScriptError:
-                connections.request(self._wire.load)
-                reply = connections.request(packed)
+            reply = connections.script(self._wire.packed(activity, time.time()), self._wire.load)
         except _REDIS_ERRORS as exc:
             raise _translated(exc) from exc
         if reply != 0:
@@ -406,11 +401,7 @@ class AsyncRedisBackend(AsyncBackend):
             return
         try:
             packed = self._wire.packed(activity, time.time())
-            try:
-                reply = await connections.request(packed)
-            except redis.exceptions.NoScriptError:
-                await connections.request(self._wire.load)
-                reply = await connections.request(packed)
+            reply = await connections.script(packed, self._wire.load)
         except _REDIS_ERRORS as exc:
             raise _translated(exc) from exc
         if reply != 0:

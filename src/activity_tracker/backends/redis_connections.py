@@ -83,6 +83,16 @@ class IdleConnections:
         self._idle = _Idle(pool)
         weakref.finalize(self, self._idle.give_back)
 
+    def script(self, packed: list[bytes], load: list[bytes]) -> Any:
+        """The reply of ``packed``, an ``EVALSHA``; a server that does not know the script
+        (a new or restarted one) gets ``load``, its ``SCRIPT LOAD``, on that connection, then
+        the call again."""
+        try:
+            return self.request(packed)
+        except redis.exceptions.NoScriptError:
+            self.request(load)
+            return self.request(packed)
+
     def request(self, packed: list[bytes]) -> Any:
         """Send one packed command and return its reply (an error reply is raised)."""
         idle = self._idle
@@ -133,6 +143,14 @@ class AsyncIdleConnections:
 
     def __init__(self, pool: Any) -> None:
         self._idle = _Idle(pool)
+
+    async def script(self, packed: list[bytes], load: list[bytes]) -> Any:
+        """See :meth:`IdleConnections.script`."""
+        try:
+            return await self.request(packed)
+        except redis.exceptions.NoScriptError:
+            await self.request(load)
+            return await self.request(packed)
 
     async def request(self, packed: list[bytes]) -> Any:
         """See :meth:`IdleConnections.request`."""

@@ -105,24 +105,13 @@ def track(
         parts = [((period,), (end,)) for period, end in ends]
     else:
         parts = [(activity.periods, activity.ends)]
-    replies = yield [
-        track_call(schema, activity, periods, ends, retention, now) for periods, ends in parts
-    ]
+    calls: list[Request] = []
+    for periods, period_ends in parts:
+        keys, fixed = track_fixed(schema, activity, periods, period_ends, retention, now)
+        calls.append(ScriptCall("track", keys, fixed + track_tail(activity)))
+    replies = yield calls
     for (periods, _), reply in zip(parts, replies, strict=True):
         check_track_reply(activity, periods, reply)
-
-
-def track_call(
-    schema: KeySchema,
-    activity: Activity,
-    periods: Sequence[Period],
-    ends: Sequence[float],
-    retention: int,
-    now: float,
-) -> ScriptCall:
-    """The ``track.lua`` call recording ``activity`` in ``periods`` (which end at ``ends``)."""
-    keys, fixed = track_fixed(schema, activity, periods, ends, retention, now)
-    return ScriptCall("track", keys, fixed + track_tail(activity))
 
 
 def track_fixed(
@@ -133,8 +122,9 @@ def track_fixed(
     retention: int,
     now: float,
 ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """The keys and the leading arguments (mode, bucket codes, proposed deadlines) of a
-    ``track.lua`` call: what successive calls mostly repeat."""
+    """The keys and the leading arguments (mode, bucket codes, proposed deadlines) of the
+    ``track.lua`` call recording ``activity`` in ``periods`` (which end at ``ends``): what
+    successive calls mostly repeat; :func:`track_tail` gives the rest."""
     adds, moves = activity.id is not None, activity.old_id is not None
     args: list[Any] = [
         "3" if adds and moves else "1" if adds else "2",
