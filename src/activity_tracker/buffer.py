@@ -129,7 +129,9 @@ class BufferedTracker:
             self._add([self._checker.activity(id, bucket, old_id, old_bucket, date, periods)])
             return
         event: _PlainAdd = (id, bucket, day)  # type: ignore[assignment]
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # half the cost of "with lock:", which shows here
+        try:
             if self._thread is not None and self._error is None and not self._closed:
                 pending = self._pending
                 if event in self._seen and id not in self._moved:
@@ -140,6 +142,8 @@ class BufferedTracker:
                     if len(pending) >= self.max_events:
                         self._changed.notify_all()
                     return
+        finally:
+            lock.release()
         self._add([event])
 
     def track_many(self, events: Iterable[Event]) -> int:
