@@ -18,6 +18,7 @@ import _common
 import accuracy
 import memory
 import throughput
+import windows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         passed.append("--quick")
     headline: list[list[str]] = []
     with _common.redis_url(args.url) as url:
-        for module in (throughput, memory, accuracy):
+        for module in (throughput, memory, accuracy, windows):
             headline += module.main([*passed, "--url", url], command=command)
         env = _common.table(["", ""], _common.environment(url))
     elapsed = time.monotonic() - started
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"# Benchmark results\n\nCommand: `{command}` ({elapsed:.0f} s)\n\n{env}\n\n"
         f"## Targets\n\n{targets}\n\n## Other figures\n\n{others}\n\n"
         "Details: [throughput](throughput.md), [memory](memory.md), "
-        "[accuracy](accuracy.md).\n"
+        "[accuracy](accuracy.md), [windows](windows.md).\n"
     )
     (args.out / "README.md").write_text(text, encoding="utf-8")
     print(text)

@@ -16,7 +16,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -188,3 +189,31 @@ def wait_until_asleep(url: str, asleep: threading.Thread) -> None:
             return
         finally:
             probe.close()
+
+
+# A three-node cluster's slots, one range per node.
+SLOT_RANGES = [(0, 5460), (5461, 10922), (10923, 16383)]
+
+
+@contextmanager
+def running_cluster(
+    work: Path, extra_args: Sequence[str] = ()
+) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    """A three-node cluster, all slots covered: its URL and its node processes."""
+    nodes = [start_redis_server(work, cluster=True, extra_args=extra_args) for _ in SLOT_RANGES]
+    clients = [redis.Redis.from_url(url) for _, url in nodes]
+    try:
+        first = clients[0].connection_pool.connection_kwargs
+        for client, (low, high) in zip(clients, SLOT_RANGES, strict=True):
+            client.execute_command("CLUSTER ADDSLOTS", *range(low, high + 1))
+            client.execute_command("CLUSTER MEET", first["host"], first["port"])
+        deadline = time.monotonic() + 30
+        while any(c.cluster("info")["cluster_state"] != "ok" for c in clients):
+            assert time.monotonic() < deadline, "the test cluster never became ready"
+            time.sleep(0.1)
+        yield f"redis+cluster://{first['host']}:{first['port']}", [p for p, _ in nodes]
+    finally:
+        for client in clients:
+            client.close()
+        for process, _ in nodes:
+            stop_redis_server(process)

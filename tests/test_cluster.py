@@ -4,45 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import subprocess
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 import redis
 
-from activity_tracker import ActivityTracker, AsyncActivityTracker, BackendConnectionError
-from redis_server import start_redis_server, stop_redis_server
+from activity_tracker import (
+    ActivityTracker,
+    AsyncActivityTracker,
+    BackendConnectionError,
+    WrongKeyTypeError,
+)
+from activity_tracker.periods import Period
+from redis_server import SLOT_RANGES, running_cluster
+from test_rolling import EVENTS, FRI, MON, NEXT_MON, SAT, SUN, TUE, WED, error_of, read_unions
 
 DAY = datetime.date(2024, 1, 10)
 NEXT_DAY = DAY + datetime.timedelta(days=1)
-SLOT_RANGES = [(0, 5460), (5461, 10922), (10923, 16383)]
-
-
-@contextmanager
-def running_cluster(
-    work: Path, extra_args: Sequence[str] = ()
-) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
-    """A three-node cluster, all slots covered: its URL and its node processes."""
-    nodes = [start_redis_server(work, cluster=True, extra_args=extra_args) for _ in SLOT_RANGES]
-    clients = [redis.Redis.from_url(url) for _, url in nodes]
-    try:
-        first = clients[0].connection_pool.connection_kwargs
-        for client, (low, high) in zip(clients, SLOT_RANGES, strict=True):
-            client.execute_command("CLUSTER ADDSLOTS", *range(low, high + 1))
-            client.execute_command("CLUSTER MEET", first["host"], first["port"])
-        deadline = time.monotonic() + 30
-        while any(c.cluster("info")["cluster_state"] != "ok" for c in clients):
-            assert time.monotonic() < deadline, "the test cluster never became ready"
-            time.sleep(0.1)
-        yield f"redis+cluster://{first['host']}:{first['port']}", [p for p, _ in nodes]
-    finally:
-        for client in clients:
-            client.close()
-        for process, _ in nodes:
-            stop_redis_server(process)
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +91,74 @@ def test_check_reports_every_primary_of_a_cluster(cluster_url):
 def test_an_unreachable_cluster_raises_the_documented_error():
     with pytest.raises(BackendConnectionError, match="Cluster"):
         ActivityTracker(url="redis+cluster://127.0.0.1:1")
+
+
+def _keys(client: redis.cluster.RedisCluster, pattern: str) -> list[bytes]:
+    return [
+        key
+        for node in client.get_nodes()
+        for key in client.get_redis_connection(node).keys(pattern)
+    ]
+
+
+def test_windows_counts_and_retention_across_slots_equal_a_single_redis(
+    cluster_url, redis_url, prefix
+):
+    on_cluster = ActivityTracker(url=cluster_url, prefix=prefix, rolling=(7,))
+    single = ActivityTracker(url=redis_url, prefix=prefix, rolling=(7,))
+    found = read_unions(on_cluster)
+    assert found == read_unions(single)
+    assert found[0][-1] == (
+        SUN,
+        {
+            "all": error_of(5, 7),
+            "anon": error_of(1, 3),
+            "app": error_of(2, 2),
+            "web": error_of(3, 3),
+        },
+    )
+    # The copies made to count unions across slots are gone.
+    assert _keys(on_cluster.backend.client, f"{prefix}:{{u*") == []
+    on_cluster.close()
+    single.close()
+
+
+def test_a_foreign_string_among_the_sketches_fails_the_union_and_nothing_is_copied(
+    cluster_url, prefix
+):
+    tracker = ActivityTracker(url=cluster_url, prefix=prefix)
+    tracker.track(id="a", bucket="web", date=MON)
+    tracker.track(id="b", bucket="web", date=TUE)
+    client = tracker.backend.client
+    client.set(tracker.backend.schema.hll(Period("daily", TUE), "b:web"), b"not a sketch")
+    with pytest.raises(WrongKeyTypeError, match=r"\{d2024-01-09\}:hll:b:web holds a string"):
+        tracker.count(MON, WED)
+    assert _keys(client, f"{prefix}:{{u*") == []
+    reg = tracker.backend.schema.reg(Period("daily", MON))
+    client.delete(reg)
+    client.rpush(reg, "someone else's")
+    with pytest.raises(WrongKeyTypeError, match=r"reading .*\{d2024-01-08\}:reg"):
+        tracker.count(MON, TUE)
+    tracker.close()
+
+
+def test_the_async_tracker_counts_unions_on_a_cluster(cluster_url, prefix):
+    async def scenario():
+        async with AsyncActivityTracker(url=cluster_url, prefix=prefix, rolling=(2,)) as tracker:
+            for event in EVENTS:
+                await tracker.track(**event)
+            await tracker.collapse(date=NEXT_MON, max_periods=7)
+            return (
+                await tracker.lookup_rolling(2, SAT, SUN),
+                await tracker.count(MON, NEXT_MON),
+                await tracker.retention("daily", FRI, NEXT_MON, "app"),
+            )
+
+    assert asyncio.run(scenario()) == (
+        [(SAT, {"app": 1, "web": 1})],
+        5,
+        [(FRI, [1, 0, 0]), (SAT, [0, 0]), (SUN, [0])],
+    )
 
 
 def test_a_node_killed_mid_run_gives_connection_errors_never_others(tmp_path, prefix):

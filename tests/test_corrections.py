@@ -11,6 +11,8 @@ from activity_tracker.corrections import (
     RELATIVE_STANDARD_ERROR,
     corrected_count,
     estimate,
+    intersection,
+    sketch_size,
     union_subtracted,
 )
 from activity_tracker.keys import (
@@ -66,6 +68,39 @@ def test_several_periods_decide_each_id_by_its_last_period_with_records():
     assert union_subtracted([tuesday, monday]) == 2
     assert union_subtracted([{A: {"web": OUT}}, {A: {"web": BACK}}]) == 0
     assert union_subtracted([{A: {"web": BACK}}, {A: {"web": OUT}}]) == 1
+
+
+def test_each_period_a_set_subtracts_ids_that_left_every_period_where_they_have_records():
+    week1 = {A: {"anon": OUT}, B: {"anon": BACK}, C: {"anon": OUT}}
+    week2 = {A: {"anon": OUT}, B: {"anon": OUT}}
+    # A left both; B was back in week 1 (in its set); C left week 1, has no record in week 2.
+    assert union_subtracted([week1, week2], separate=True) == 2
+    # As one period of all events, B's last records (week 2) say out: subtracted too.
+    assert union_subtracted([week1, week2]) == 3
+    assert union_subtracted([week2, week1], separate=True) == 2
+    assert union_subtracted([{A: {"anon": OUT, "auth": BACK}}], separate=True) == 0
+    assert union_subtracted([], separate=True) == 0
+
+
+def test_an_intersection_is_inclusion_exclusion_clamped_with_the_error_of_the_union():
+    first, second = estimate(100, 100), estimate(40, 40)
+    assert intersection(first, second, estimate(120, 120)) == Estimate(
+        20, 120 * RELATIVE_STANDARD_ERROR
+    )
+    # HLL error can push the sum outside [0, min(|A|, |B|)]: clamped.
+    assert intersection(first, second, estimate(150, 150)).count == 0
+    assert intersection(first, second, estimate(90, 90)).count == 40
+    assert intersection(estimate(0, 0), estimate(0, 0), estimate(0, 0)) == Estimate(0, 0.0)
+
+
+def test_the_sketch_size_of_an_estimate_is_its_stderr_over_the_relative_error():
+    assert [sketch_size(estimate(0, n)) for n in (0, 1, 7, 12_345, 10**9)] == [
+        0,
+        1,
+        7,
+        12_345,
+        10**9,
+    ]
 
 
 def test_records_are_ten_bytes_an_id_hash_and_a_big_endian_index_and_flag():

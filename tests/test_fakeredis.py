@@ -24,6 +24,7 @@ from activity_tracker import (
 )
 from activity_tracker.keys import KeySchema, encode_bucket
 from activity_tracker.periods import Period
+from test_rolling import read_unions
 
 DAY = datetime.date(2024, 1, 10)
 NEXT_DAY = DAY + datetime.timedelta(days=1)
@@ -97,6 +98,13 @@ def test_tracking_into_an_aggregate_is_refused_as_on_redis():
     with pytest.raises(AggregateBucketError, match="everyone"):
         tracker.track(id="u1", bucket="everyone", date=DAY)
     assert set(client.keys()) == keys
+
+
+def test_windows_counts_and_retention_on_fakeredis_equal_the_memory_backend():
+    with ActivityTracker(client=fakeredis.FakeRedis(), rolling=(7,)) as fake:
+        found = read_unions(fake)
+    with ActivityTracker(backend="memory", rolling=(7,)) as memory:
+        assert found == read_unions(memory)
 
 
 def test_a_buffered_tracker_sends_to_fakeredis_from_its_thread():

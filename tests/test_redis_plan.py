@@ -15,6 +15,7 @@ from activity_tracker.backends import redis_plan
 from activity_tracker.backends.redis_plan import Command, ScriptCall
 from activity_tracker.corrections import RELATIVE_STANDARD_ERROR
 from activity_tracker.errors import WrongKeyTypeError
+from activity_tracker.inquiries import CountInquiry, WindowsInquiry
 from activity_tracker.keys import BACK, OUT, KeySchema, encode_record, id_hash
 from activity_tracker.periods import Period
 
@@ -181,3 +182,126 @@ def test_lookup_reads_every_period_in_one_batch_and_reads_1x_plain_counts():
     with pytest.raises(StopIteration) as done:
         operation.send([[None, "2,2"]])
     assert done.value.value == [{None: Estimate(2, 2 * RELATIVE_STANDARD_ERROR)}]
+
+
+PREVIOUS = Period("daily", datetime.date(2024, 1, 9))
+
+
+def test_a_collapse_with_rolling_windows_stores_them_with_the_time_of_the_days_measurement():
+    job = CollapseJob(periods=(DAY,), buckets=None, aggregates=(), rolling=(2,))
+    operation = redis_plan.collapse(SCHEMA, job, cluster=False)
+    next(operation)
+    reads = operation.send([[b"stored", b"1700000000000001"]])
+    # The registries (and counts' @expires) of the window's days, oldest first.
+    assert reads == [
+        Command(("HGETALL", SCHEMA.reg(PREVIOUS)), errors_as_replies=True),
+        Command(("HGET", SCHEMA.counts(PREVIOUS), "@expires"), errors_as_replies=True),
+        Command(("HGETALL", SCHEMA.reg(DAY)), errors_as_replies=True),
+        Command(("HGET", SCHEMA.counts(DAY), "@expires"), errors_as_replies=True),
+    ]
+    # web tracked on both days (index 1 on the day with a move out of it).
+    estimates = operation.send([{b"b:web": b"1"}, None, {b"b:web": b"3", b"@out:1": b"1"}, None])
+    keys = (SCHEMA.hll(PREVIOUS, "b:web"), SCHEMA.hll(DAY, "b:web"))
+    assert estimates == [Command(("PFCOUNT", *keys), errors_as_replies=True)]
+    [store] = operation.send([7])
+    assert store == ScriptCall(
+        "rolling",
+        (SCHEMA.counts(DAY),),
+        ("1700000000000001", "@rolling:2:b:web", "6,7"),
+        errors_as_replies=True,
+    )
+    with pytest.raises(StopIteration):
+        operation.send([1])
+
+
+def test_windows_are_stored_for_empty_days_and_not_for_final_or_failed_ones():
+    other = Period("daily", datetime.date(2024, 1, 11))
+    job = CollapseJob(periods=(PREVIOUS, DAY, other), buckets=None, aggregates=(), rolling=(1,))
+    operation = redis_plan.collapse(SCHEMA, job)
+    next(operation)
+    foreign = WrongKeyTypeError("chg holds a list")
+    reads = operation.send([[b"final"], [b"empty", b"5"], foreign])
+    assert [read.args[1] for read in reads] == [SCHEMA.reg(DAY), SCHEMA.counts(DAY)]
+    with pytest.raises(CollapseError) as caught:
+        operation.send([{}, None])  # nothing to count: no store either
+    assert [period for period, _ in caught.value.failures] == [other]
+
+
+def test_a_union_on_a_cluster_copies_its_sketches_to_one_slot_and_deletes_them(monkeypatch):
+    monkeypatch.setattr(redis_plan.secrets, "token_hex", lambda size: "t0")
+    operation = redis_plan.unions(SCHEMA, WindowsInquiry((DAY,), (2,), None, {}), cluster=True)
+    next(operation)
+    gets = operation.send([{b"b:web": b"1"}, None, {b"b:web": b"1", b"b:app": b"1"}, None])
+    app2, web1, web2 = (
+        SCHEMA.hll(DAY, "b:app"),
+        SCHEMA.hll(PREVIOUS, "b:web"),
+        SCHEMA.hll(DAY, "b:web"),
+    )
+    assert gets == [
+        Command(("GET", key), raw=True, errors_as_replies=True) for key in (app2, web1, web2)
+    ]
+    copies = [SCHEMA.scratch("t0", n) for n in range(3)]
+    assert copies[0] == "p:{ut0}:0"
+    writes = operation.send([None, b"HYLL-web1", b"HYLL-web2"])  # app's sketch expired since
+    assert writes == [
+        Command(("SET", copies[1], b"HYLL-web1", "PX", 60_000)),
+        Command(("SET", copies[2], b"HYLL-web2", "PX", 60_000)),
+        Command(("PFCOUNT", copies[1], copies[2]), errors_as_replies=True),
+        Command(("DEL", copies[1], copies[2])),
+    ]
+    with pytest.raises(StopIteration) as done:
+        operation.send([b"OK", b"OK", 2, 2])
+    assert done.value.value == {
+        (DAY, 2): {
+            "app": Estimate(0, 0.0),  # app's sketch only: gone
+            "web": Estimate(2, 2 * RELATIVE_STANDARD_ERROR),
+        }
+    }
+
+
+def test_a_cluster_union_never_copies_a_string_that_is_not_a_hyperloglog():
+    operation = redis_plan.unions(SCHEMA, CountInquiry((DAY,), None), cluster=True)
+    next(operation)
+    operation.send([{b"b:web": b"1"}, None])
+    with pytest.raises(WrongKeyTypeError, match=r"p:\{d2024-01-10\}:hll:b:web holds a string"):
+        operation.send([b"\x00not a sketch"])  # nothing written: no round trip left
+
+
+def test_a_registry_decodes_buckets_indices_counters_aggregates_and_expiry():
+    fields = {
+        b"default": b"1",
+        b"b:anon": b"2",  # index 1, only moved out of
+        b"b:auth": b"5",  # index 2, tracked
+        b"b:all": b"ab:anon\nb:auth",
+        b"@out:1": b"3",
+        b"@deadline": b"1800",
+        b"@moved": b"3",
+    }
+    registry, names = redis_plan.registry(DAY, fields, b"1800")
+    assert registry.raw == {
+        None: (True, False, 0),
+        "anon": (False, True, 3),
+        "auth": (True, True, 0),
+    }
+    assert registry.aggregates == {"all": ("anon", "auth")}
+    assert registry.problem is None
+    assert names == {1: "anon", 2: "auth"}
+    gone, _ = redis_plan.registry(DAY, {}, b"1800")
+    assert str(gone.problem).startswith("the raw data of the daily period of 2024-01-10")
+
+
+def test_stored_windows_are_read_by_field_and_without_their_measurement_time():
+    job = LookupJob(periods=(DAY,), buckets=("web", None))
+    operation = redis_plan.lookup_rolling(SCHEMA, 7, job)
+    assert next(operation) == [
+        Command(("HMGET", SCHEMA.counts(DAY), "@rolling:7:b:web", "@rolling:7:default"))
+    ]
+    with pytest.raises(StopIteration) as done:
+        operation.send([[b"5,9,1700000000000001", None]])
+    assert done.value.value == [{"web": Estimate(5, 9 * RELATIVE_STANDARD_ERROR)}]
+    every = redis_plan.lookup_rolling(SCHEMA, 7, LookupJob(periods=(DAY,), buckets=None))
+    next(every)
+    fields = {b"b:web": b"1,1", b"@rolling:7:b:web": b"5,9,1", b"@rolling:28:b:web": b"8,9,1"}
+    with pytest.raises(StopIteration) as done:
+        every.send([fields])
+    assert done.value.value == [{"web": Estimate(5, 9 * RELATIVE_STANDARD_ERROR)}]

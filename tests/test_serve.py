@@ -203,7 +203,8 @@ def test_serve_catches_up_serves_metrics_and_stops_on_sigterm(redis_url, prefix)
         tracker.track(id=user, bucket="web", date=long_ago)
     tracker.track(id="e", bucket="web")
     global_options = ["--url", redis_url, "--prefix", prefix, "--timezone", "UTC"]
-    serve = Serve(*global_options, "serve", "--period", "daily", "--listen", "127.0.0.1:0")
+    options = ["--period", "daily", "--listen", "127.0.0.1:0", "--rolling", "7"]
+    serve = Serve(*global_options, "serve", *options)
     try:
         address = serve.wait_for(r"serving (http://\S+/metrics)").group(1)
         serve.wait_for(r"collapsed daily \S+ to (\S+) \(35 periods\) in")
@@ -212,6 +213,8 @@ def test_serve_catches_up_serves_metrics_and_stops_on_sigterm(redis_url, prefix)
         text = metrics(address)
         assert 'activity_tracker_active_ids{bucket="web",period="daily"} 2.0' in text
         assert 'activity_tracker_active_ids_current{bucket="web",period="daily"} 1.0' in text
+        # The window stored by the collapse of yesterday: a and b (c and d are 9 days old).
+        assert 'activity_tracker_active_ids{bucket="web",period="rolling_7d"} 2.0' in text
         stamp = re.search(r'last_collapse_timestamp_seconds{period="daily"} (\S+)', text)
         assert stamp and abs(float(stamp.group(1)) - time.time()) < 3600
     finally:

@@ -14,6 +14,7 @@ from .errors import (
     BackendConnectionError,
     CollapseError,
     CollapseValueError,
+    RawDataExpiredError,
     StorageError,
     WrongKeyTypeError,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "CollapseError",
     "CollapseValueError",
     "Estimate",
+    "RawDataExpiredError",
     "StorageError",
     "WrongKeyTypeError",
 ]

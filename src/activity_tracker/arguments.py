@@ -58,6 +58,8 @@ class CollapseJob:
     periods: tuple[Period, ...]
     buckets: tuple[Bucket, ...] | None
     aggregates: tuple[tuple[str, tuple[Bucket, ...]], ...]
+    #: The lengths of the rolling windows to store, in days, ending on each daily period.
+    rolling: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +206,10 @@ def collapse_job(
     max_periods: object,
     buckets: object,
     aggregate_buckets: object,
+    rolling: tuple[int, ...] = (),
 ) -> CollapseJob:
-    """Check the arguments of ``collapse()``."""
+    """Check the arguments of ``collapse()``; ``rolling``: the tracker's window lengths,
+    stored when the daily period is collapsed."""
     day = _periods.local_date(date, timezone, "date")
     if isinstance(max_periods, bool) or not isinstance(max_periods, int):
         raise TypeError(f"max_periods must be an int, not {type(max_periods).__name__}")
@@ -218,7 +222,12 @@ def collapse_job(
     checked_buckets = bucket_list(buckets, "buckets")
     aggregates = _aggregates(aggregate_buckets, checked_buckets)
     found = [p for kind in kinds for p in _periods.finished_before(kind, day, max_periods)]
-    return CollapseJob(periods=tuple(found), buckets=checked_buckets, aggregates=aggregates)
+    return CollapseJob(
+        periods=tuple(found),
+        buckets=checked_buckets,
+        aggregates=aggregates,
+        rolling=rolling if _periods.DAILY in kinds else (),
+    )
 
 
 def _aggregates(
@@ -297,3 +306,99 @@ def lookup_rows(
         (period.start, {name: period_counts.get(name, missing).count for name in names})
         for period, period_counts in zip(job.periods, counts, strict=True)
     ]
+
+
+#: The longest rolling window, in days: as long as the longest retention.
+MAX_WINDOW_DAYS = MAX_RETENTION.days
+
+
+def window_days(value: object, argument: str) -> int:
+    """A rolling window's length: a number of days, from 1 to :data:`MAX_WINDOW_DAYS`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument}: a window length is a number of days, not {value!r}")
+    if not 1 <= value <= MAX_WINDOW_DAYS:
+        raise ValueError(
+            f"{argument}: a window length is from 1 to {MAX_WINDOW_DAYS:,} days, not {value}"
+        )
+    return value
+
+
+def rolling_lengths(value: object, kinds: tuple[str, ...], retention: int) -> tuple[int, ...]:
+    """The ``rolling=`` option: window lengths in days, each at most ``retention`` (seconds,
+    that of the raw sketches the windows are made of), with the daily period tracked."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError(f"rolling must be a list of window lengths in days, not {value!r}")
+    lengths = tuple(dict.fromkeys(window_days(length, "rolling") for length in value))
+    if lengths and _periods.DAILY not in kinds:
+        raise ValueError(
+            "rolling: windows are made of daily sketches: track the daily period too "
+            "(periods=[..., PERIOD_DAILY])"
+        )
+    for length in lengths:
+        if length * 86_400 > retention:
+            raise ValueError(
+                f"rolling: a window of {length} days is longer than the retention of raw "
+                f"data ({retention / 86_400:g} days): its first day's sketches would be gone "
+                "when it is collapsed; pass a longer retention="
+            )
+    return lengths
+
+
+def day_range(
+    timezone: datetime.tzinfo | None, start: object, end: object
+) -> tuple[datetime.date, datetime.date]:
+    """``start`` and ``end`` of a range of days ``[start, end)`` (both required)."""
+    days = []
+    for argument, value in (("start", start), ("end", end)):
+        if value is None:
+            raise TypeError(f"{argument} must be a datetime.date or datetime.datetime, not None")
+        days.append(_periods.local_date(value, timezone, argument))
+    if days[0] > days[1]:
+        raise ValueError(f"start ({days[0]}) must not be after end ({days[1]})")
+    return days[0], days[1]
+
+
+#: The most periods a retention triangle covers (its unions grow as their square).
+MAX_COHORTS = 366
+
+
+def cohorts(kind: str, start: datetime.date, end: datetime.date) -> tuple[Period, ...]:
+    """The periods of a retention triangle over ``[start, end)``: at most :data:`MAX_COHORTS`."""
+    found = tuple(_periods.within(kind, start, end))
+    if len(found) > MAX_COHORTS:
+        raise ValueError(
+            f"start, end: {len(found):,} {kind} periods; a retention triangle covers at most "
+            f"{MAX_COHORTS} (it counts a union for each pair of them)"
+        )
+    return found
+
+
+def window_span(first_day: datetime.date, end: datetime.date) -> None:
+    """Refuse windows computed over more than ``MAX_PERIODS`` days of raw sketches."""
+    if (end - first_day).days > _periods.MAX_PERIODS:
+        raise ValueError(
+            f"start, end: these windows read {(end - first_day).days:,} days of raw sketches, "
+            f"more than {_periods.MAX_PERIODS:,}"
+        )
+
+
+def first_window_day(last_day: datetime.date, days: int) -> datetime.date:
+    """The first day of the window of ``days`` days ending with ``last_day``, or a
+    ValueError when it would fall before ``date.min``."""
+    if (last_day - datetime.date.min).days < days - 1:
+        raise ValueError(
+            f"start: the window of {days} days ending on {last_day} starts before 1 AD"
+        )
+    return last_day - datetime.timedelta(days=days - 1)
+
+
+def measure_period(kind: object, timezone: datetime.tzinfo | None, date: object) -> Period:
+    """The period ``measure()`` reads: that of ``kind`` holding ``date`` (default today)."""
+    return Period.containing(_periods.check_kind(kind), _periods.local_date(date, timezone, "date"))
+
+
+def aggregate_definitions(
+    value: object, buckets: tuple[Bucket, ...] | None
+) -> dict[Bucket, tuple[Bucket, ...]]:
+    """``aggregate_buckets=`` checked as ``collapse()`` checks it, against ``buckets``."""
+    return dict(_aggregates(value, buckets))

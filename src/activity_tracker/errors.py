@@ -58,6 +58,20 @@ class AggregateBucketError(ActivityTrackerError, ValueError):
         )
 
 
+class RawDataExpiredError(ValueError):
+    """A rolling window, ``count()`` or ``retention()`` needs the raw data (sketches and id
+    changes) of a period whose raw data has expired: ``period`` names it. Raw data is kept
+    for the tracker's ``retention`` after a period ends; what was collapsed stays."""
+
+    def __init__(self, period: Period) -> None:
+        super().__init__(
+            f"the raw data of the {period.kind} period of {period.start} has expired (raw "
+            "sketches are kept for the tracker's retention after a period ends): rolling "
+            "windows that were not stored, count() and retention() cannot cover it"
+        )
+        self.period = period
+
+
 class CollapseError(ActivityTrackerError):
     """Some periods of a ``collapse()`` failed; every other period was stored.
 

@@ -30,10 +30,21 @@ has one record per bucket it touched since its first move in the period.
 
 ``counts`` fields: ``<code>`` -> ``"<count>,<estimate>"`` (the estimate is that of the sketch
 the count came from; a plain ``"<count>"`` written by 1.x reads as count = estimate);
-``@measured`` -> the server time (microseconds) of the measurement stored; ``@expires`` -> D.
+``@measured`` -> the server time (microseconds) of the measurement stored; ``@expires`` -> D;
+for a day, ``@rolling:<n>:<code>`` -> ``"<count>,<estimate>,<T>"``, the rolling window of
+``n`` days ending that day (see :func:`rolling_field`; T is the server time of the
+measurement it was computed after). Every field that is not a bucket count starts with ``@``.
+
+On a cluster, unions of sketches of different periods (rolling windows, ``count()``,
+retention) are estimated on copies of those sketches under a scratch tag of their own::
+
+    {prefix}:{u<token>}:<n>   a copy of one of the tracker's sketches   expires in a minute
+
+written, counted and deleted in one round trip (see :meth:`KeySchema.scratch`).
 
 The Lua scripts read these field names themselves (passing them would cost every call):
-``track.lua``, ``track_many.lua``, ``collapse.lua`` and ``store.lua`` spell them as here.
+``track.lua``, ``track_many.lua``, ``collapse.lua``, ``store.lua`` and ``rolling.lua`` spell
+them as here.
 """
 
 from __future__ import annotations
@@ -63,6 +74,9 @@ MAX_INDEX = 65535
 #: ``counts`` fields.
 MEASURED_FIELD = "@measured"
 EXPIRES_FIELD = "@expires"
+ROLLING_FIELD_MARK = "@rolling:"
+#: How long a scratch copy of a sketch lives if the round trip deleting it never comes.
+SCRATCH_MILLISECONDS = 60_000
 
 #: The flag of a change record: the id's last operation on the bucket is a move out ...
 OUT = 0
@@ -133,6 +147,17 @@ def decode_records(blob: bytes) -> Iterator[tuple[bytes, int, int]]:
         yield blob[at : at + HASH_SIZE], value // 2, value % 2
 
 
+def rolling_prefix(days: int) -> str:
+    """What the ``counts`` fields of a day's rolling windows of ``days`` days start with."""
+    return f"{ROLLING_FIELD_MARK}{days}:"
+
+
+def rolling_field(days: int, code: str) -> str:
+    """The ``counts`` field of a day holding the window of ``days`` days ending that day,
+    for the bucket (or aggregate) of code ``code``: ``@rolling:7:b:web``."""
+    return rolling_prefix(days) + code
+
+
 def deadline(period_end: float, now: float, retention: int) -> int:
     """D, the moment every raw key of a period expires, as a period's first write proposes
     it: ``retention`` seconds after the later of the period's end and now (so live tracking
@@ -165,6 +190,11 @@ class KeySchema:
 
     def counts(self, period: Period) -> str:
         return self._period_key(period, "counts")
+
+    def scratch(self, token: str, number: int) -> str:
+        """A scratch copy of a sketch (cluster unions): ``token`` names one round trip (its
+        copies share a slot, the tag ``u<token>``, which no period tag starts with)."""
+        return f"{self.prefix}:{{u{token}}}:{number}"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this tracker."""

@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, cast, overload
 
 from . import arguments
+from . import periods as _periods
 from .arguments import DEFAULT_RETENTION
 from .backends.base import AsyncBackend, Backend
 from .batch import DEFAULT_MAX_EVENTS, ActivityChecker, AsyncBatch, Batch, Event
 from .corrections import Estimate
+from .inquiries import CountInquiry, MeasureInquiry, RetentionInquiry, RollingInquiry
 from .keys import Bucket
 from .periods import DAILY, MONTHLY, WEEKLY, YEARLY, resolve_timezone
 
@@ -103,10 +105,21 @@ class _Tracker:
     lookup_monthly = _alias("lookup", MONTHLY)
     lookup_yearly = _alias("lookup", YEARLY)
 
-    def __init__(self, periods_: object, timezone: object) -> None:
+    def __init__(
+        self, periods_: object, timezone: object, rolling: object, retention: object
+    ) -> None:
         self.periods = arguments.period_kinds(periods_, (DAILY,))
         self.timezone = resolve_timezone(timezone)
         self._checker = ActivityChecker(self.periods, self.timezone)
+        self.rolling = arguments.rolling_lengths(
+            rolling, self.periods, arguments.retention_seconds(retention)
+        )
+
+    def _check_rolling(self, backend: object) -> None:
+        """Check the windows against the retention of a backend given as an instance."""
+        retention = getattr(backend, "retention", None)
+        if isinstance(retention, int):
+            arguments.rolling_lengths(self.rolling, self.periods, retention)
 
     def _activity(
         self,
@@ -129,15 +142,84 @@ class _Tracker:
     ) -> arguments.CollapseJob:
         kinds = arguments.period_kinds(periods_, self.periods)
         return arguments.collapse_job(
-            kinds, self.timezone, date, max_periods, buckets, aggregate_buckets
+            kinds, self.timezone, date, max_periods, buckets, aggregate_buckets, self.rolling
         )
 
     def _lookup_job(
         self, period: object, start: object, end: object, buckets: object, with_error: object
     ) -> arguments.LookupJob:
-        if not isinstance(with_error, bool):
-            raise TypeError(f"with_error must be True or False, not {type(with_error).__name__}")
+        _check_flag(with_error)
         return arguments.lookup_job(period, self.timezone, start, end, buckets)
+
+    def _needs(self, kind: str, method: str) -> None:
+        if kind not in self.periods:
+            raise ValueError(
+                f"{method} reads the {kind} sketches, and this tracker does not track the "
+                f"{kind} period (periods={list(self.periods)})"
+            )
+
+    def _rolling_job(
+        self, days: object, start: object, end: object, buckets: object, with_error: object
+    ) -> tuple[int, arguments.LookupJob, RollingInquiry | None]:
+        """The window length, the days it ends on, and (for a length not stored) the
+        inquiry computing it."""
+        self._needs(DAILY, "lookup_rolling()")
+        length = arguments.window_days(days, "days")
+        job = self._lookup_job(DAILY, start, end, buckets, with_error)
+        if length in self.rolling or not job.periods:
+            return length, job, None
+        last_days = tuple(period.start for period in job.periods)
+        arguments.window_span(arguments.first_window_day(last_days[0], length), last_days[-1])
+        return length, job, RollingInquiry(last_days, length, job.buckets)
+
+    def _count_inquiry(
+        self, start: object, end: object, buckets: object, with_error: object
+    ) -> CountInquiry:
+        self._needs(DAILY, "count()")
+        _check_flag(with_error)
+        first, last = arguments.day_range(self.timezone, start, end)
+        days = tuple(_periods.within(DAILY, first, last))
+        return CountInquiry(days, arguments.bucket_list(buckets, "buckets"))
+
+    def _retention_inquiry(
+        self, period: object, start: object, end: object, bucket: object, with_error: object
+    ) -> RetentionInquiry:
+        kind = _periods.check_kind(period)
+        self._needs(kind, "retention()")
+        _check_flag(with_error)
+        first, last = arguments.day_range(self.timezone, start, end)
+        cohorts = arguments.cohorts(kind, first, last)
+        return RetentionInquiry(cohorts, arguments.bucket_name(bucket, "bucket"))
+
+    def _measure_inquiry(
+        self,
+        period: object,
+        date: object,
+        buckets: object,
+        aggregate_buckets: object,
+        with_error: object,
+    ) -> MeasureInquiry:
+        _check_flag(with_error)
+        measured = arguments.measure_period(period, self.timezone, date)
+        definitions = arguments.aggregate_definitions(aggregate_buckets, None)
+        return MeasureInquiry(measured, arguments.bucket_list(buckets, "buckets"), definitions)
+
+
+def _check_flag(with_error: object) -> None:
+    if not isinstance(with_error, bool):
+        raise TypeError(f"with_error must be True or False, not {type(with_error).__name__}")
+
+
+def _counts(found: Mapping[Bucket, Estimate], with_error: bool) -> dict[Bucket, Any]:
+    return dict(found) if with_error else {bucket: e.count for bucket, e in found.items()}
+
+
+def _triangle(
+    rows: list[tuple[datetime.date, list[Estimate]]], with_error: bool
+) -> list[tuple[datetime.date, list[Any]]]:
+    if with_error:
+        return [(start, list(row)) for start, row in rows]
+    return [(start, [e.count for e in row]) for start, row in rows]
 
 
 class ActivityTracker(_Tracker):
@@ -151,6 +233,9 @@ class ActivityTracker(_Tracker):
     ``retention``: how long a period's raw data (sketches, id-change records) lives after the
     later of the period's end and its first write, for collapses and later aggregates (a
     timedelta or seconds, default 35 days; every raw key expires, so ``None`` is refused).
+    ``rolling``: lengths in days of the rolling windows (e.g. ``(7, 28)``) that each collapse
+    of a day stores, ending on that day, for :meth:`lookup_rolling`; each at most
+    ``retention``, with the daily period tracked (else a ``ValueError``).
     Other keyword options go to the backend; for Redis: ``url``, ``client``, ``host``,
     ``port``, ``db``, ``socket_connect_timeout`` and ``socket_timeout`` (default 2 s and 5 s,
     see :mod:`activity_tracker.timeouts`), ``prefix``.
@@ -167,12 +252,14 @@ class ActivityTracker(_Tracker):
         *,
         timezone: str | datetime.tzinfo | None = None,
         retention: datetime.timedelta | float = DEFAULT_RETENTION,
+        rolling: Iterable[int] = (),
         **options: Any,
     ) -> None:
-        super().__init__(periods, timezone)
+        super().__init__(periods, timezone, rolling, retention)
         self.backend = cast(
             Backend, _load_backend(backend, retention, options, Backend, asyncio=False)
         )
+        self._check_rolling(self.backend)
 
     def close(self) -> None:
         """Release the backend's connections (a client passed in with ``client=`` stays open)."""
@@ -293,6 +380,173 @@ class ActivityTracker(_Tracker):
         job = self._lookup_job(period, start, end, buckets, with_error)
         return arguments.lookup_rows(job, self.backend.lookup(job), with_error)
 
+    @overload
+    def lookup_rolling(
+        self,
+        days: int,
+        start: datetime.date | None = ...,
+        end: datetime.date | None = ...,
+        buckets: Iterable[Bucket] | None = ...,
+        with_error: Literal[False] = ...,
+    ) -> list[Row]: ...
+
+    @overload
+    def lookup_rolling(
+        self,
+        days: int,
+        start: datetime.date | None = ...,
+        end: datetime.date | None = ...,
+        buckets: Iterable[Bucket] | None = ...,
+        *,
+        with_error: Literal[True],
+    ) -> list[ErrorRow]: ...
+
+    def lookup_rolling(
+        self,
+        days: int,
+        start: datetime.date | None = None,
+        end: datetime.date | None = None,
+        buckets: Iterable[Bucket] | None = None,
+        with_error: bool = False,
+    ) -> list[Row] | list[ErrorRow]:
+        """Rolling windows: one row per day in ``[start, end)``, ``[(last_day, {bucket:
+        count})]``, each count the distinct ids active in the ``days`` days ending with
+        ``last_day`` (a window is one period of the exact-set model).
+
+        A length in the tracker's ``rolling=`` reads the windows each collapse of a day
+        stored (0 where none was stored, as :meth:`lookup` reads 0); any other length is
+        computed from the raw daily sketches, which must still be kept
+        (:class:`~activity_tracker.RawDataExpiredError`, a ``ValueError``, names a day whose
+        raw data has expired). Defaults, ``buckets=None`` (every bucket with a window in the
+        range; computed: every bucket tracked, and aggregate registered, in a window) and
+        ``with_error`` as for :meth:`lookup`.
+        """
+        length, job, inquiry = self._rolling_job(days, start, end, buckets, with_error)
+        if inquiry is None:
+            return arguments.lookup_rows(job, self.backend.lookup_rolling(length, job), with_error)
+        computed = self.backend.unions(inquiry)
+        return arguments.lookup_rows(job, computed, with_error)
+
+    @overload
+    def count(
+        self,
+        start: datetime.date,
+        end: datetime.date,
+        buckets: Iterable[Bucket] | None = ...,
+        with_error: Literal[False] = ...,
+    ) -> int: ...
+
+    @overload
+    def count(
+        self,
+        start: datetime.date,
+        end: datetime.date,
+        buckets: Iterable[Bucket] | None = ...,
+        *,
+        with_error: Literal[True],
+    ) -> Estimate: ...
+
+    def count(
+        self,
+        start: datetime.date,
+        end: datetime.date,
+        buckets: Iterable[Bucket] | None = None,
+        with_error: bool = False,
+    ) -> int | Estimate:
+        """Distinct ids active on any day of ``[start, end)`` in any of ``buckets`` (None:
+        every bucket tracked on those days; an aggregate counts its sources), as one period
+        of the exact-set model, from the raw daily sketches. A day with no events adds
+        nothing; a day whose raw data has expired is a
+        :class:`~activity_tracker.RawDataExpiredError` (a ``ValueError``) naming it.
+        ``with_error=True`` gives an :class:`~activity_tracker.Estimate` with the standard
+        error of the union of the sketches.
+        """
+        found = self.backend.unions(self._count_inquiry(start, end, buckets, with_error))
+        return found if with_error else found.count
+
+    @overload
+    def retention(
+        self,
+        period: str,
+        start: datetime.date,
+        end: datetime.date,
+        bucket: Bucket = ...,
+        with_error: Literal[False] = ...,
+    ) -> list[tuple[datetime.date, list[int]]]: ...
+
+    @overload
+    def retention(
+        self,
+        period: str,
+        start: datetime.date,
+        end: datetime.date,
+        bucket: Bucket = ...,
+        *,
+        with_error: Literal[True],
+    ) -> list[tuple[datetime.date, list[Estimate]]]: ...
+
+    def retention(
+        self,
+        period: str,
+        start: datetime.date,
+        end: datetime.date,
+        bucket: Bucket = None,
+        with_error: bool = False,
+    ) -> list[tuple[datetime.date, list[int]]] | list[tuple[datetime.date, list[Estimate]]]:
+        """The retention triangle of ``bucket`` (default: the default bucket; an aggregate
+        counts its sources): for each ``period`` P_i lying wholly inside ``[start, end)``,
+        ``(first_day, [c0, c1, ...])`` where ``c_j`` is the ids active in both P_i and
+        P_{i+j}, for every P_{i+j} inside the range (``c0 = |P_i|``).
+
+        Each ``c_j`` (j >= 1) is ``|A| + |B| - |A ∪ B|``, clamped to ``[0, min(|A|, |B|)]``,
+        from the raw sketches of the periods (which must still be kept, else a
+        :class:`~activity_tracker.RawDataExpiredError`), with the standard error of the union
+        ``A ∪ B``: small retention rates have large relative errors (README, "Retention").
+        """
+        inquiry = self._retention_inquiry(period, start, end, bucket, with_error)
+        return _triangle(self.backend.unions(inquiry), with_error)
+
+    @overload
+    def measure(
+        self,
+        period: str = ...,
+        date: datetime.date | None = ...,
+        buckets: Iterable[Bucket] | None = ...,
+        aggregate_buckets: Mapping[str, Iterable[Bucket]] | None = ...,
+        with_error: Literal[False] = ...,
+    ) -> dict[Bucket, int]: ...
+
+    @overload
+    def measure(
+        self,
+        period: str = ...,
+        date: datetime.date | None = ...,
+        buckets: Iterable[Bucket] | None = ...,
+        aggregate_buckets: Mapping[str, Iterable[Bucket]] | None = ...,
+        *,
+        with_error: Literal[True],
+    ) -> dict[Bucket, Estimate]: ...
+
+    def measure(
+        self,
+        period: str = DAILY,
+        date: datetime.date | None = None,
+        buckets: Iterable[Bucket] | None = None,
+        aggregate_buckets: Mapping[str, Iterable[Bucket]] | None = None,
+        with_error: bool = False,
+    ) -> dict[Bucket, int] | dict[Bucket, Estimate]:
+        """A live estimate: the counts a collapse of the ``period`` holding ``date`` (default
+        today: the open period) would store now, read from its raw data without storing
+        anything, as ``{bucket: count}``: for ``buckets`` (None: every bucket tracked in the
+        period; an aggregate stored by a collapse counts its sources) and the aggregates of
+        ``aggregate_buckets`` (computed, not stored; one named like a bucket tracked in the
+        period is an :class:`~activity_tracker.AggregateBucketError`). A period whose raw
+        data has expired is a :class:`~activity_tracker.RawDataExpiredError`.
+        """
+        inquiry = self._measure_inquiry(period, date, buckets, aggregate_buckets, with_error)
+        found = self.backend.unions(inquiry)
+        return _counts(found, with_error)
+
 
 class AsyncActivityTracker(_Tracker):
     """The asyncio twin of :class:`ActivityTracker`: the same methods, to be awaited.
@@ -308,12 +562,14 @@ class AsyncActivityTracker(_Tracker):
         *,
         timezone: str | datetime.tzinfo | None = None,
         retention: datetime.timedelta | float = DEFAULT_RETENTION,
+        rolling: Iterable[int] = (),
         **options: Any,
     ) -> None:
-        super().__init__(periods, timezone)
+        super().__init__(periods, timezone, rolling, retention)
         self.backend = cast(
             AsyncBackend, _load_backend(backend, retention, options, AsyncBackend, asyncio=True)
         )
+        self._check_rolling(self.backend)
 
     async def close(self) -> None:
         """Release the backend's connections (a client passed in with ``client=`` stays open)."""
@@ -392,3 +648,137 @@ class AsyncActivityTracker(_Tracker):
         """See :meth:`ActivityTracker.lookup`."""
         job = self._lookup_job(period, start, end, buckets, with_error)
         return arguments.lookup_rows(job, await self.backend.lookup(job), with_error)
+
+    @overload
+    async def lookup_rolling(
+        self,
+        days: int,
+        start: datetime.date | None = ...,
+        end: datetime.date | None = ...,
+        buckets: Iterable[Bucket] | None = ...,
+        with_error: Literal[False] = ...,
+    ) -> list[Row]: ...
+
+    @overload
+    async def lookup_rolling(
+        self,
+        days: int,
+        start: datetime.date | None = ...,
+        end: datetime.date | None = ...,
+        buckets: Iterable[Bucket] | None = ...,
+        *,
+        with_error: Literal[True],
+    ) -> list[ErrorRow]: ...
+
+    async def lookup_rolling(
+        self,
+        days: int,
+        start: datetime.date | None = None,
+        end: datetime.date | None = None,
+        buckets: Iterable[Bucket] | None = None,
+        with_error: bool = False,
+    ) -> list[Row] | list[ErrorRow]:
+        """See :meth:`ActivityTracker.lookup_rolling`."""
+        length, job, inquiry = self._rolling_job(days, start, end, buckets, with_error)
+        if inquiry is None:
+            stored = await self.backend.lookup_rolling(length, job)
+            return arguments.lookup_rows(job, stored, with_error)
+        computed = await self.backend.unions(inquiry)
+        return arguments.lookup_rows(job, computed, with_error)
+
+    @overload
+    async def count(
+        self,
+        start: datetime.date,
+        end: datetime.date,
+        buckets: Iterable[Bucket] | None = ...,
+        with_error: Literal[False] = ...,
+    ) -> int: ...
+
+    @overload
+    async def count(
+        self,
+        start: datetime.date,
+        end: datetime.date,
+        buckets: Iterable[Bucket] | None = ...,
+        *,
+        with_error: Literal[True],
+    ) -> Estimate: ...
+
+    async def count(
+        self,
+        start: datetime.date,
+        end: datetime.date,
+        buckets: Iterable[Bucket] | None = None,
+        with_error: bool = False,
+    ) -> int | Estimate:
+        """See :meth:`ActivityTracker.count`."""
+        found = await self.backend.unions(self._count_inquiry(start, end, buckets, with_error))
+        return found if with_error else found.count
+
+    @overload
+    async def retention(
+        self,
+        period: str,
+        start: datetime.date,
+        end: datetime.date,
+        bucket: Bucket = ...,
+        with_error: Literal[False] = ...,
+    ) -> list[tuple[datetime.date, list[int]]]: ...
+
+    @overload
+    async def retention(
+        self,
+        period: str,
+        start: datetime.date,
+        end: datetime.date,
+        bucket: Bucket = ...,
+        *,
+        with_error: Literal[True],
+    ) -> list[tuple[datetime.date, list[Estimate]]]: ...
+
+    async def retention(
+        self,
+        period: str,
+        start: datetime.date,
+        end: datetime.date,
+        bucket: Bucket = None,
+        with_error: bool = False,
+    ) -> list[tuple[datetime.date, list[int]]] | list[tuple[datetime.date, list[Estimate]]]:
+        """See :meth:`ActivityTracker.retention`."""
+        inquiry = self._retention_inquiry(period, start, end, bucket, with_error)
+        return _triangle(await self.backend.unions(inquiry), with_error)
+
+    @overload
+    async def measure(
+        self,
+        period: str = ...,
+        date: datetime.date | None = ...,
+        buckets: Iterable[Bucket] | None = ...,
+        aggregate_buckets: Mapping[str, Iterable[Bucket]] | None = ...,
+        with_error: Literal[False] = ...,
+    ) -> dict[Bucket, int]: ...
+
+    @overload
+    async def measure(
+        self,
+        period: str = ...,
+        date: datetime.date | None = ...,
+        buckets: Iterable[Bucket] | None = ...,
+        aggregate_buckets: Mapping[str, Iterable[Bucket]] | None = ...,
+        *,
+        with_error: Literal[True],
+    ) -> dict[Bucket, Estimate]: ...
+
+    async def measure(
+        self,
+        period: str = DAILY,
+        date: datetime.date | None = None,
+        buckets: Iterable[Bucket] | None = None,
+        aggregate_buckets: Mapping[str, Iterable[Bucket]] | None = None,
+        with_error: bool = False,
+    ) -> dict[Bucket, int] | dict[Bucket, Estimate]:
+        """See :meth:`ActivityTracker.measure`."""
+        inquiry = self._measure_inquiry(period, date, buckets, aggregate_buckets, with_error)
+        found = await self.backend.unions(inquiry)
+        return _counts(found, with_error)

@@ -12,7 +12,8 @@ imprecisions included. Per period:
   BACK}, and per bucket the exact number of its OUT records;
 - the deadline D at which all of that expires (lazily, by the clock), fixed by the period's
   first write as on Redis;
-- the collapsed counts with their sketch estimates, kept for good.
+- the collapsed counts with their sketch estimates, and the rolling windows ending on each
+  day, kept for good.
 
 A count is :func:`~activity_tracker.corrections.corrected_count` of the sketch estimate
 (rounded to an int) and the corrections, as on Redis. Everything lives in this process's
@@ -22,6 +23,7 @@ memory; a forked child works on its own copy.
 from __future__ import annotations
 
 import datetime
+import math
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -38,10 +40,12 @@ except ImportError as exc:  # the light install leaves it out (it brings numpy a
     ) from exc
 
 from ..arguments import DEFAULT_RETENTION, Activity, CollapseJob, LookupJob, retention_seconds
-from ..corrections import Estimate, corrected_count, estimate, union_subtracted
-from ..errors import AggregateBucketError, StorageError, collapse_error
+from ..corrections import Estimate, corrected_count, estimate, sketch_size, union_subtracted
+from ..errors import AggregateBucketError, RawDataExpiredError, StorageError, collapse_error
+from ..inquiries import WindowsInquiry
 from ..keys import BACK, MAX_INDEX, OUT, Bucket, bucket_order, deadline, id_hash
-from ..periods import Period
+from ..periods import DAILY, Period
+from ..unions import EMPTY, Inquiry, RawBucket, Records, Registry, T, UnionPlan, expired
 from .base import AsyncBackend, Backend
 
 #: Redis's HyperLogLog precision: 2**14 = 16,384 registers, a standard error of 1.04/128.
@@ -115,10 +119,16 @@ class _PeriodData:
 
 @dataclass(slots=True)
 class _Counts:
-    """The collapsed counts of one period: bucket -> (count, sketch estimate)."""
+    """The collapsed counts of one period: bucket -> (count, sketch estimate); for a day,
+    its rolling windows: length -> bucket -> (count, estimate). ``expires``: the deadline of
+    the raw data the counts were collapsed from (none yet: infinity)."""
 
     values: dict[Bucket, tuple[int, int]] = field(default_factory=dict)
-    expires: float = float("inf")
+    windows: dict[int, dict[Bucket, tuple[int, int]]] = field(default_factory=dict)
+    expires: float = math.inf
+
+
+_NO_COUNTS = _Counts()
 
 
 class MemoryBackend(Backend):
@@ -216,23 +226,38 @@ class MemoryBackend(Backend):
         with self._lock:
             now = time.time()
             failures: list[tuple[Period, Exception]] = []
+            measured: list[Period] = []
             for period in job.periods:
                 counts = self._counts.get(period)
                 if counts is not None and counts.expires <= now:
                     continue  # its raw data is gone: the counts are final
                 data = self._live(period, now)
-                if data is None:
-                    continue  # nothing was written: every count reads 0 without a store
-                try:
-                    values = self._measure(period, data, job)
-                except AggregateBucketError as exc:
-                    failures.append((period, exc))
-                    continue
-                counts = self._counts.setdefault(period, _Counts())
-                counts.values.update(values)
-                counts.expires = data.deadline
+                if data is not None:  # else nothing was written: every count reads 0
+                    try:
+                        values = self._measure(period, data, job)
+                    except AggregateBucketError as exc:
+                        failures.append((period, exc))
+                        continue
+                    counts = self._counts.setdefault(period, _Counts())
+                    counts.values.update(values)
+                    counts.expires = data.deadline
+                measured.append(period)
+            days = tuple(period for period in measured if period.kind == DAILY)
+            if job.rolling and days:
+                self._store_windows(job, days, now)
             if failures:
                 raise collapse_error(failures) from failures[0][1]
+
+    def _store_windows(self, job: CollapseJob, days: tuple[Period, ...], now: float) -> None:
+        """Store the rolling windows ending on ``days`` (one lock with their collapse: no
+        later measurement can be stored first); a window with a day whose raw data has
+        expired is left as it was."""
+        inquiry = WindowsInquiry(days, job.rolling, job.buckets, dict(job.aggregates))
+        for (day, length), answer in self._answer(inquiry, now).items():
+            if isinstance(answer, dict):
+                windows = self._counts.setdefault(day, _Counts()).windows.setdefault(length, {})
+                for bucket, found in answer.items():
+                    windows[bucket] = (found.count, sketch_size(found))
 
     @staticmethod
     def _measure(
@@ -290,13 +315,62 @@ class MemoryBackend(Backend):
 
     def lookup(self, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
         with self._lock:
-            rows: list[Mapping[Bucket, Estimate]] = []
-            for period in job.periods:
-                counts = self._counts.get(period)
-                values = {} if counts is None else counts.values
-                wanted = values if job.buckets is None else [b for b in job.buckets if b in values]
-                rows.append({b: estimate(*values[b]) for b in wanted})
-            return rows
+            return [self._stored(job, counts.values) for counts in self._counts_of(job)]
+
+    def lookup_rolling(self, days: int, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
+        with self._lock:
+            return [
+                self._stored(job, counts.windows.get(days, {})) for counts in self._counts_of(job)
+            ]
+
+    def _counts_of(self, job: LookupJob) -> list[_Counts]:
+        return [self._counts.get(period, _NO_COUNTS) for period in job.periods]
+
+    @staticmethod
+    def _stored(job: LookupJob, values: Mapping[Bucket, tuple[int, int]]) -> dict[Bucket, Estimate]:
+        wanted = values if job.buckets is None else [b for b in job.buckets if b in values]
+        return {b: estimate(*values[b]) for b in wanted}
+
+    def unions(self, inquiry: Inquiry[T]) -> T:
+        with self._lock:
+            return self._answer(inquiry, time.time())
+
+    def _answer(self, inquiry: Inquiry[T], now: float) -> T:
+        """What :meth:`unions` does, under the lock (each period read as a Redis registry)."""
+        registries = {period: self._registry(period, now) for period in inquiry.periods}
+        plan = UnionPlan(inquiry, registries)
+        records: dict[Period, Records | Exception] = {}
+        for period, buckets in plan.records.items():
+            by_bucket: dict[Bucket, dict[bytes, int]] = {bucket: {} for bucket in buckets}
+            for hash, flags in self._periods[period].records.items():
+                for bucket, flag in flags.items():
+                    if bucket in by_bucket:
+                        by_bucket[bucket][hash] = flag
+            records[period] = by_bucket
+        estimates: list[int | Exception] = []
+        for sketches in plan.sketch_sets:
+            union = new_hll()
+            for period, bucket in sketches:
+                union.merge(self._periods[period].sketches[bucket])
+            estimates.append(sketch_estimate(union))
+        return plan.finish(records, estimates)
+
+    def _registry(self, period: Period, now: float) -> Registry:
+        data = self._live(period, now)
+        counts = self._counts.get(period, _NO_COUNTS)
+        collapsed = None if math.isinf(counts.expires) else counts.expires
+        if expired(collapsed, None if data is None else data.deadline):
+            return Registry({}, {}, RawDataExpiredError(period))
+        if data is None:
+            return EMPTY
+        raw: dict[Bucket, RawBucket] = {}
+        aggregates: dict[Bucket, tuple[Bucket, ...]] = {}
+        for bucket, entry in data.registry.items():
+            if isinstance(entry, tuple):
+                aggregates[bucket] = entry
+            else:
+                raw[bucket] = RawBucket(entry.tracked, entry.indexed, data.out.get(bucket, 0))
+        return Registry(raw, aggregates)
 
 
 def _expand(
@@ -338,3 +412,9 @@ class AsyncMemoryBackend(AsyncBackend):
 
     async def lookup(self, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
         return self.sync.lookup(job)
+
+    async def lookup_rolling(self, days: int, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
+        return self.sync.lookup_rolling(days, job)
+
+    async def unions(self, inquiry: Inquiry[T]) -> T:
+        return self.sync.unions(inquiry)

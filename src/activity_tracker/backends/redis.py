@@ -21,8 +21,9 @@ from ..arguments import DEFAULT_RETENTION, Activity, CollapseJob, LookupJob
 from ..arguments import retention_seconds as _retention_seconds
 from ..corrections import Estimate
 from ..embedded import embedded_url, is_embedded_url
-from ..errors import BackendConnectionError, StorageError, WrongKeyTypeError
+from ..errors import ActivityTrackerError, BackendConnectionError, StorageError, WrongKeyTypeError
 from ..keys import Bucket, KeySchema
+from ..unions import Inquiry, T
 from . import redis_plan
 from .base import AsyncBackend, Backend
 from .redis_connections import AsyncIdleConnections, IdleConnections
@@ -173,20 +174,20 @@ def _unknown_script(reply: object) -> bool:
 
 def _reply_options(request: redis_plan.Request) -> dict[str, Any]:
     """redis-py options of a request: binary replies are received as bytes."""
-    if isinstance(request, redis_plan.ScriptCall) and request.raw:
-        return {redis.client.NEVER_DECODE: True}
-    return {}
+    return {redis.client.NEVER_DECODE: True} if request.raw else {}
 
 
 def _errors_as_replies(request: redis_plan.Request) -> bool:
-    return isinstance(request, redis_plan.ScriptCall) and request.errors_as_replies
+    return request.errors_as_replies
 
 
 def _replies(requests: list[redis_plan.Request], replies: list[Any]) -> list[Any]:
     """``replies``, once none is an error but those the requests take as replies (translated
     to this library's errors); the first other error, or a lost connection, is raised."""
     for index, reply in enumerate(replies):
-        if isinstance(reply, Exception):
+        # A script the server did not know was sent again alone: its error, if any, is
+        # already this library's (tolerated).
+        if isinstance(reply, Exception) and not isinstance(reply, ActivityTrackerError):
             replies[index] = _tolerated(requests[index], reply)
     return replies
 
@@ -306,10 +307,16 @@ class RedisBackend(Backend):
         self._run(operation)
 
     def collapse(self, job: CollapseJob) -> None:
-        self._run(redis_plan.collapse(self.schema, job))
+        self._run(redis_plan.collapse(self.schema, job, self._split_periods))
 
     def lookup(self, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
         return self._run(redis_plan.lookup(self.schema, job))
+
+    def lookup_rolling(self, days: int, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
+        return self._run(redis_plan.lookup_rolling(self.schema, days, job))
+
+    def unions(self, inquiry: Inquiry[T]) -> T:
+        return self._run(redis_plan.unions(self.schema, inquiry, self._split_periods))
 
     def close(self) -> None:
         if self._connections is not None:
@@ -351,9 +358,9 @@ class RedisBackend(Backend):
             return _tolerated(request, exc)
 
     def _send_one(self, request: redis_plan.Request) -> Any:
-        if isinstance(request, redis_plan.Command):
-            return self.client.execute_command(*request.args)
         options = _reply_options(request)
+        if isinstance(request, redis_plan.Command):
+            return self.client.execute_command(*request.args, **options)
         try:
             return self.client.execute_command(*_evalsha_args(request, self._scripts), **options)
         except redis.exceptions.NoScriptError:
@@ -414,10 +421,16 @@ class AsyncRedisBackend(AsyncBackend):
         await self._run(operation)
 
     async def collapse(self, job: CollapseJob) -> None:
-        await self._run(redis_plan.collapse(self.schema, job))
+        await self._run(redis_plan.collapse(self.schema, job, self._split_periods))
 
     async def lookup(self, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
         return await self._run(redis_plan.lookup(self.schema, job))
+
+    async def lookup_rolling(self, days: int, job: LookupJob) -> list[Mapping[Bucket, Estimate]]:
+        return await self._run(redis_plan.lookup_rolling(self.schema, days, job))
+
+    async def unions(self, inquiry: Inquiry[T]) -> T:
+        return await self._run(redis_plan.unions(self.schema, inquiry, self._split_periods))
 
     async def close(self) -> None:
         if self._connections is not None:
@@ -457,9 +470,9 @@ class AsyncRedisBackend(AsyncBackend):
             return _tolerated(request, exc)
 
     async def _send_one(self, request: redis_plan.Request) -> Any:
-        if isinstance(request, redis_plan.Command):
-            return await self.client.execute_command(*request.args)
         options = _reply_options(request)
+        if isinstance(request, redis_plan.Command):
+            return await self.client.execute_command(*request.args, **options)
         try:
             return await self.client.execute_command(
                 *_evalsha_args(request, self._scripts), **options

@@ -9,6 +9,7 @@ one copy of the logic, and it can be tested with plain data.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,11 +17,23 @@ from importlib.resources import files
 from typing import Any, TypeVar
 
 from ..arguments import Activity, CollapseJob, LookupJob
-from ..corrections import Estimate, corrected_count, estimate, union_subtracted
-from ..errors import ActivityTrackerError, AggregateBucketError, collapse_error
+from ..corrections import Estimate, corrected_count, estimate, sketch_size, union_subtracted
+from ..errors import (
+    ActivityTrackerError,
+    AggregateBucketError,
+    RawDataExpiredError,
+    WrongKeyTypeError,
+    collapse_error,
+)
+from ..inquiries import WindowsInquiry
 from ..keys import (
+    AGGREGATE_MARK,
     BACK,
+    DEADLINE_FIELD,
+    EXPIRES_FIELD,
     OUT,
+    OUT_FIELD_PREFIX,
+    SCRATCH_MILLISECONDS,
     Bucket,
     KeySchema,
     deadline,
@@ -28,8 +41,11 @@ from ..keys import (
     decode_records,
     encode_bucket,
     id_hash,
+    rolling_field,
+    rolling_prefix,
 )
-from ..periods import Period
+from ..periods import DAILY, Period
+from ..unions import Inquiry, RawBucket, Records, Registry, UnionPlan, expired
 
 
 def _resource(name: str) -> str:
@@ -37,9 +53,10 @@ def _resource(name: str) -> str:
 
 
 def _scripts(fakeredis: bool) -> dict[str, str]:
-    """Each script is its .lua file after the helpers they share (store.lua needs none), and
-    these after FAKEREDIS: whether the client is a fakeredis one (see common.lua's probe).
-    track.lua's common case, track_fast.lua, comes before the helpers (see there why)."""
+    """Each script is its .lua file after the helpers they share (store.lua and rolling.lua
+    need none), and these after FAKEREDIS: whether the client is a fakeredis one (see
+    common.lua's probe). track.lua's common case, track_fast.lua, comes before the helpers
+    (see there why)."""
     flag = f"local FAKEREDIS = {str(fakeredis).lower()}\n"
     common = _resource("common.lua")
     scripts = {
@@ -47,6 +64,7 @@ def _scripts(fakeredis: bool) -> dict[str, str]:
     }
     scripts["track"] = flag + _resource("track_fast.lua") + common + _resource("track.lua")
     scripts["store"] = _resource("store.lua")
+    scripts["rolling"] = _resource("rolling.lua")
     return scripts
 
 
@@ -61,9 +79,12 @@ MAX_MEASUREMENTS = 3
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """A plain Redis command, e.g. ``Command(("HGETALL", key))``."""
+    """A plain Redis command, e.g. ``Command(("HGETALL", key))``; ``raw`` and
+    ``errors_as_replies`` as for :class:`ScriptCall`."""
 
     args: tuple[Any, ...]
+    raw: bool = False
+    errors_as_replies: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,14 +440,19 @@ def _id_list(ids: set[str]) -> list[str]:
 # ---- collapse -------------------------------------------------------------------------------
 
 
-def collapse(schema: KeySchema, job: CollapseJob) -> Operation[None]:
+def collapse(schema: KeySchema, job: CollapseJob, cluster: bool = False) -> Operation[None]:
     """Collapse the job's periods: one ``collapse.lua`` call per period (all in one round
     trip) measures it and, in the common case, stores its counts; a period whose aggregates
     need corrections computed here is stored by ``store.lua`` in a second round trip, unless
     a collapse that measured it later stored first (then it is measured again, up to
-    :data:`MAX_MEASUREMENTS` times). A period that fails is reported at the end, in one
-    :class:`~activity_tracker.errors.CollapseError`, after every other period was stored."""
+    :data:`MAX_MEASUREMENTS` times). Then, with ``job.rolling``, the rolling windows ending on
+    each daily period measured are computed (see :func:`unions`; ``cluster``: the periods
+    live in different slots) and stored by ``rolling.lua``. A period that fails is reported
+    at the end, in one :class:`~activity_tracker.errors.CollapseError`, after every other
+    period was stored."""
     failures: dict[Period, Exception] = {}
+    # The server time of each period's last measurement: every read of its windows is later.
+    measured: dict[Period, str] = {}
     todo = list(job.periods)
     for _ in range(MAX_MEASUREMENTS):
         if not todo:
@@ -441,6 +467,8 @@ def collapse(schema: KeySchema, job: CollapseJob) -> Operation[None]:
             except ActivityTrackerError as exc:  # reported at the end, with the others
                 failures[period] = exc
                 continue
+            if text(reply[0]) in _MEASURED and len(reply) > 1:
+                measured[period] = text(reply[1])
             if store is not None:
                 stores.append((period, store))
         if not stores:
@@ -452,9 +480,54 @@ def collapse(schema: KeySchema, job: CollapseJob) -> Operation[None]:
                 failures[period] = result
             elif result == 0:
                 todo.append(period)
+    if job.rolling:
+        yield from _store_windows(schema, job, measured, failures, cluster)
     if failures:
         ordered = [(period, failures[period]) for period in job.periods if period in failures]
         raise collapse_error(ordered) from ordered[0][1]
+
+
+# The collapse.lua statuses that come with the time of a measurement.
+_MEASURED = ("empty", "stored", "measured")
+
+
+def _store_windows(
+    schema: KeySchema,
+    job: CollapseJob,
+    measured: Mapping[Period, str],
+    failures: dict[Period, Exception],
+    cluster: bool,
+) -> Operation[None]:
+    """Store the rolling windows of ``job.rolling`` ending on each daily period measured (a
+    day found empty too: its windows hold earlier days), each with the time of that day's
+    measurement, by ``rolling.lua``, which keeps a window measured later. A window with a
+    day whose raw data expired is left as stored; a failed read fails its day."""
+    days = tuple(p for p in job.periods if p.kind == DAILY and p in measured)
+    if not days:
+        return
+    inquiry = WindowsInquiry(days, job.rolling, job.buckets, dict(job.aggregates))
+    answers = yield from unions(schema, inquiry, cluster)
+    stores: list[tuple[Period, ScriptCall]] = []
+    for day in days:
+        fields: list[str] = []
+        for length in job.rolling:
+            answer = answers[day, length]
+            if isinstance(answer, Exception):
+                failures.setdefault(day, answer)
+            elif answer is not None:
+                for bucket, found in answer.items():
+                    value = f"{found.count},{sketch_size(found)}"
+                    fields += (rolling_field(length, _code(bucket)), value)
+        if fields:
+            call = ScriptCall(
+                "rolling", (schema.counts(day),), (measured[day], *fields), errors_as_replies=True
+            )
+            stores.append((day, call))
+    if stores:
+        results = yield [call for _, call in stores]
+        for (day, _), result in zip(stores, results, strict=True):
+            if isinstance(result, Exception):
+                failures.setdefault(day, result)
 
 
 def collapse_call(schema: KeySchema, period: Period, job: CollapseJob) -> ScriptCall:
@@ -517,13 +590,21 @@ def _records_by_index(flat: Sequence[bytes]) -> dict[int, dict[bytes, int]]:
 
 def lookup(schema: KeySchema, job: LookupJob) -> Operation[list[Mapping[Bucket, Estimate]]]:
     """Read the stored counts of every period in one round trip."""
+    return (yield from _stored(schema, job, ""))
+
+
+def _stored(
+    schema: KeySchema, job: LookupJob, prefix: str
+) -> Operation[list[Mapping[Bucket, Estimate]]]:
+    """The ``counts`` fields ``prefix + code`` of the job's buckets (all such fields when
+    ``job.buckets`` is None; with no prefix, every field not starting with ``@``)."""
     if not job.periods:
         return []
     if job.buckets is None:
         replies = yield [Command(("HGETALL", schema.counts(period))) for period in job.periods]
-        return [_all_estimates(reply) for reply in replies]
-    codes = [_code(bucket) for bucket in job.buckets]
-    replies = yield [Command(("HMGET", schema.counts(p), *codes)) for p in job.periods]
+        return [_all_estimates(reply, prefix) for reply in replies]
+    fields = [prefix + _code(bucket) for bucket in job.buckets]
+    replies = yield [Command(("HMGET", schema.counts(p), *fields)) for p in job.periods]
     return [
         {
             bucket: stored_estimate(value)
@@ -535,16 +616,182 @@ def lookup(schema: KeySchema, job: LookupJob) -> Operation[list[Mapping[Bucket, 
 
 
 def stored_estimate(value: Any) -> Estimate:
-    """A ``counts`` value: ``"<count>,<sketch estimate>"``, or a 1.x plain count (read as
-    its own estimate)."""
-    count, _, sketch_estimate = text(value).partition(",")
-    return estimate(int(count), float(sketch_estimate or count))
+    """A ``counts`` value: ``"<count>,<sketch estimate>"`` (a rolling window's has its
+    measurement time after them), or a 1.x plain count (read as its own estimate)."""
+    count, _, rest = text(value).partition(",")
+    return estimate(int(count), float(rest.partition(",")[0] or count))
 
 
-def _all_estimates(reply: Mapping[Any, Any]) -> dict[Bucket, Estimate]:
+def _all_estimates(reply: Mapping[Any, Any], prefix: str) -> dict[Bucket, Estimate]:
     found: dict[Bucket, Estimate] = {}
     for field, value in reply.items():
-        code = text(field)
-        if not code.startswith("@"):
-            found[decode_bucket(code)] = stored_estimate(value)
+        name = text(field)
+        wanted = name.startswith(prefix) if prefix else not name.startswith("@")
+        if wanted:
+            found[decode_bucket(name[len(prefix) :])] = stored_estimate(value)
     return found
+
+
+# ---- unions: rolling windows, count(), retention, measure() --------------------------------
+
+
+def lookup_rolling(
+    schema: KeySchema, days: int, job: LookupJob
+) -> Operation[list[Mapping[Bucket, Estimate]]]:
+    """Read the stored windows of ``days`` days ending on each of the job's days, in one
+    round trip."""
+    return (yield from _stored(schema, job, rolling_prefix(days)))
+
+
+def unions(schema: KeySchema, inquiry: Inquiry[T], cluster: bool) -> Operation[T]:
+    """Answer an inquiry (see :mod:`activity_tracker.unions`): one round trip reads the
+    registries of its periods (and their counts' ``@expires``), one reads the change records
+    it needs and estimates its unions: a multi-key ``PFCOUNT`` each on a standalone Redis;
+    on a cluster (``cluster``), where the periods live in different slots, ``GET`` of each
+    sketch, then one round trip on copies in one scratch slot (see :func:`scratch_counts`)."""
+    periods = inquiry.periods
+    reads = [read for period in periods for read in _registry_reads(schema, period)]
+    replies = _named(reads, (yield from _sent(reads)))
+    registries: dict[Period, Registry] = {}
+    names: dict[Period, dict[int, Bucket]] = {}
+    for number, period in enumerate(periods):
+        fields, expires = replies[2 * number : 2 * number + 2]
+        registries[period], names[period] = registry(period, fields, expires)
+    plan = UnionPlan(inquiry, registries)
+    with_records = list(plan.records)
+    reads = [
+        Command(("HGETALL", schema.chg(period)), raw=True, errors_as_replies=True)
+        for period in with_records
+    ]
+    key_sets = [tuple(schema.hll(p, _code(b)) for p, b in refs) for refs in plan.sketch_sets]
+    copied = list(dict.fromkeys(key for keys in key_sets for key in keys)) if cluster else []
+    if cluster:
+        reads += (Command(("GET", key), raw=True, errors_as_replies=True) for key in copied)
+    else:
+        reads += (Command(("PFCOUNT", *keys), errors_as_replies=True) for keys in key_sets)
+    replies = _named(reads, (yield from _sent(reads)))
+    records = {
+        period: _records(reply, names[period], plan.records[period])
+        for period, reply in zip(with_records, replies, strict=False)
+    }
+    fetched = replies[len(with_records) :]
+    if cluster:
+        estimates = yield from scratch_counts(
+            schema, key_sets, dict(zip(copied, fetched, strict=True))
+        )
+    else:
+        estimates = fetched
+    return plan.finish(records, estimates)
+
+
+def _sent(requests: Iterable[Request]) -> Operation[list[Any]]:
+    """The replies to ``requests``, sent in one round trip (none when there are none)."""
+    listed = list(requests)
+    if not listed:
+        return []
+    replies: list[Any] = yield listed
+    return replies
+
+
+def _named(requests: Sequence[Command], replies: list[Any]) -> list[Any]:
+    """``replies``, each error among them naming the keys of its request (Redis's errors do
+    not: ``WRONGTYPE Operation against a key holding the wrong kind of value``)."""
+    for number, reply in enumerate(replies):
+        if isinstance(reply, Exception):
+            command, *args = requests[number].args
+            keys = ", ".join(text(key) for key in (args if command == "PFCOUNT" else args[:1]))
+            named = type(reply)(f"{reply} (reading {keys})")
+            named.__cause__ = reply.__cause__
+            replies[number] = named
+    return replies
+
+
+def _registry_reads(schema: KeySchema, period: Period) -> tuple[Command, Command]:
+    return (
+        Command(("HGETALL", schema.reg(period)), errors_as_replies=True),
+        Command(("HGET", schema.counts(period), EXPIRES_FIELD), errors_as_replies=True),
+    )
+
+
+def registry(period: Period, fields: Any, expires: Any) -> tuple[Registry, dict[int, Bucket]]:
+    """A period's :class:`Registry` from the replies of ``HGETALL reg`` and ``HGET counts
+    @expires``, and the bucket of each index of its change records."""
+    for reply in (fields, expires):
+        if isinstance(reply, Exception):
+            return Registry({}, {}, reply), {}
+    states: dict[str, str] = {}
+    meta: dict[str, str] = {}
+    for field, value in fields.items():
+        name = text(field)
+        (meta if name.startswith("@") else states)[name] = text(value)
+    raw: dict[Bucket, RawBucket] = {}
+    aggregates: dict[Bucket, tuple[Bucket, ...]] = {}
+    names: dict[int, Bucket] = {}
+    for code, state in states.items():
+        bucket = decode_bucket(code)
+        if state.startswith(AGGREGATE_MARK):
+            sources = state[len(AGGREGATE_MARK) :].split("\n")
+            aggregates[bucket] = tuple(decode_bucket(source) for source in sources if source)
+            continue
+        index, tracked = divmod(int(state), 2)
+        out = int(meta.get(f"{OUT_FIELD_PREFIX}{index}", 0)) if index else 0
+        raw[bucket] = RawBucket(bool(tracked), index > 0, out)
+        if index:
+            names[index] = bucket
+    gone = expired(None if expires is None else text(expires), meta.get(DEADLINE_FIELD))
+    return Registry(raw, aggregates, RawDataExpiredError(period) if gone else None), names
+
+
+def _records(reply: Any, names: Mapping[int, Bucket], wanted: set[Bucket]) -> Records | Exception:
+    """The records of the buckets ``wanted``, from the ``HGETALL chg`` reply of a period
+    whose indices name ``names``."""
+    if isinstance(reply, Exception):
+        return reply
+    indices = {index: bucket for index, bucket in names.items() if bucket in wanted}
+    by_bucket: dict[Bucket, dict[bytes, int]] = {bucket: {} for bucket in wanted}
+    for blob in reply.values():
+        for hash, index, flag in decode_records(blob):
+            if index in indices:
+                by_bucket[indices[index]][hash] = flag
+    return by_bucket
+
+
+def scratch_counts(
+    schema: KeySchema, key_sets: Sequence[tuple[str, ...]], sketches: Mapping[str, Any]
+) -> Operation[list[int | Exception]]:
+    """The estimate of the union of each of ``key_sets`` on a cluster, given what ``GET``
+    gave of each sketch (``sketches``): each sketch that is a HyperLogLog is copied to a
+    scratch key of one slot with a short expiry (so only bytes read from the tracker's own
+    keys are ever written: CVE-2025-32023), then ``PFCOUNT`` of each set's copies, then the
+    copies are deleted, all in one round trip. A key that is not a HyperLogLog fails the
+    sets holding it (a :class:`~activity_tracker.errors.WrongKeyTypeError` naming it)."""
+    token = secrets.token_hex(8)
+    copies: dict[str, str] = {}
+    broken: dict[str, Exception] = {}
+    writes: list[Request] = []
+    for number, (key, value) in enumerate(sketches.items()):
+        if isinstance(value, Exception):
+            broken[key] = value
+        elif value is not None and not bytes(value).startswith(b"HYLL"):
+            broken[key] = WrongKeyTypeError(
+                "a key under the tracker's prefix holds other data, left untouched: "
+                f"activity-tracker key {key} holds a string that is not a HyperLogLog"
+            )
+        elif value is not None:
+            copies[key] = schema.scratch(token, number)
+            writes.append(Command(("SET", copies[key], value, "PX", SCRATCH_MILLISECONDS)))
+    estimates: list[int | Exception] = []
+    counted: list[tuple[int, Command]] = []
+    for keys in key_sets:
+        problem = next((broken[key] for key in keys if key in broken), None)
+        present = [copies[key] for key in keys if key in copies]
+        if problem is None and present:
+            command = Command(("PFCOUNT", *present), errors_as_replies=True)
+            counted.append((len(estimates), command))
+        estimates.append(0 if problem is None else problem)
+    if counted:
+        cleanup = Command(("DEL", *copies.values()))
+        replies = yield [*writes, *(command for _, command in counted), cleanup]
+        for (position, _), reply in zip(counted, replies[len(writes) :], strict=False):
+            estimates[position] = reply
+    return estimates

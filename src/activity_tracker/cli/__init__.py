@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -23,6 +23,7 @@ from rich.progress import (
 )
 
 from .. import periods as _periods
+from ..arguments import MAX_WINDOW_DAYS
 from ..embedded import (
     default_store_path,
     is_embedded_url,
@@ -35,6 +36,7 @@ from ..keys import Bucket, check_prefix
 from ..tracker import ActivityTracker
 from . import ingestion as _ingest
 from . import reporting as _report
+from . import windows as _windows
 from .events import BadLine, Layout
 from .formats import layout_arguments, layout_options, unknown_keys_message
 
@@ -82,11 +84,17 @@ def _redacted(url: str) -> str:
 
 @contextmanager
 def open_tracker(
-    settings: Settings, periods: Sequence[str] = DEFAULT_PERIODS, *, existing: bool = False
+    settings: Settings,
+    periods: Sequence[str] = DEFAULT_PERIODS,
+    *,
+    existing: bool = False,
+    rolling: Sequence[int] = _windows.ROLLING,
 ) -> Iterator[Any]:
     """An :class:`ActivityTracker` on the store of ``settings``, closed afterwards.
     ``existing``: an embedded store must exist already (commands with nothing to do on an
-    empty store refuse to create one, so a mistyped path is an error, not an empty report)."""
+    empty store refuse to create one, so a mistyped path is an error, not an empty report).
+    ``rolling``: the windows a collapse of days stores (and lookups read) when the daily
+    period is among ``periods``."""
     if existing:
         refuse_missing_store(settings)
     tracker = ActivityTracker(
@@ -94,6 +102,7 @@ def open_tracker(
         url=settings.store_url,
         prefix=settings.prefix,
         timezone=settings.timezone,
+        rolling=rolling if _periods.DAILY in periods else (),
     )
     try:
         yield tracker
@@ -148,6 +157,17 @@ def _parse_date(value: str | None, option: str) -> datetime.date | None:
         ) from None
 
 
+def parse_range(
+    start: str | None, end: str | None
+) -> tuple[datetime.date | None, datetime.date | None]:
+    """``--start`` and ``--end`` as days (None where not given), ``--start`` not after."""
+    end_day = _parse_date(end, "--end")
+    start_day = _parse_date(start, "--start")
+    if start_day and end_day and start_day > end_day:
+        raise click.BadParameter(f"{start_day} is after --end {end_day}", param_hint="--start")
+    return start_day, end_day
+
+
 def _bucket(name: str) -> Bucket:
     """A bucket as written on the command line: empty is the default bucket."""
     return name or None
@@ -181,6 +201,29 @@ def _check_plot(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 
 PERIOD_CHOICE = click.Choice(_periods.KINDS, case_sensitive=False)
+
+
+def format_option(records: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format table|csv|json``; ``records`` says what csv and json hold."""
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["table", "csv", "json"]),
+        default="table",
+        show_default=True,
+        help=f"table for people; csv and json give one record per {records}.",
+    )
+
+
+def plot_option(chart: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--plot FILE``, saving ``chart``."""
+    return click.option(
+        "--plot",
+        metavar="FILE",
+        type=click.Path(dir_okay=False, writable=True),
+        callback=_check_plot,
+        help=f"Also save {chart}, as FILE.png, FILE.svg or FILE.pdf (needs the plot extra).",
+    )
 
 
 @click.group(cls=_Group, context_settings=_CONTEXT)
@@ -464,6 +507,15 @@ aggregate_option = click.option(
     help="Collapse only this bucket (repeatable; '' is the default bucket). Default: all.",
 )
 @aggregate_option
+@click.option(
+    "--rolling",
+    type=click.IntRange(min=1, max=35),
+    multiple=True,
+    metavar="DAYS",
+    help="Rolling windows to store, ending on each day collapsed (repeatable, at most the 35 "
+    "days raw data is kept). Default: 7, 28 and 30, which report --rolling and --stickiness "
+    "read.",
+)
 @click.pass_obj
 def collapse(
     settings: Settings,
@@ -472,13 +524,14 @@ def collapse(
     max_periods: int,
     buckets: tuple[str, ...],
     aggregates: tuple[str, ...],
+    rolling: tuple[int, ...],
 ) -> None:
     """Turn finished periods into counts that `report` can read.
 
     The period containing --date (default today) is still open and is left alone; the
-    --max-periods finished periods before it are collapsed. Collapsing again recomputes the
-    same counts and picks up late events, so it is safe to run from cron as often as you
-    like, e.g. hourly:
+    --max-periods finished periods before it are collapsed, and for each day, the rolling
+    windows ending on it. Collapsing again recomputes the same counts and picks up late
+    events, so it is safe to run from cron as often as you like, e.g. hourly:
 
     \b
       5 * * * *  activity-tracker collapse --aggregate total=web,app
@@ -486,7 +539,9 @@ def collapse(
     day = _parse_date(date, "--date")
     kinds = periods or DEFAULT_PERIODS
     aggregate_buckets = dict(_parse_aggregate(text) for text in aggregates)
-    with open_tracker(settings, kinds, existing=True) as tracker:
+    with open_tracker(
+        settings, kinds, existing=True, rolling=rolling or _windows.ROLLING
+    ) as tracker:
         tracker.collapse(
             buckets=[_bucket(b) for b in buckets] if buckets else None,
             aggregate_buckets=aggregate_buckets or None,
@@ -536,22 +591,21 @@ def collapse(
     help="Show this bucket (repeatable; '' is the default bucket). Default: every bucket with "
     "a count in the range.",
 )
+@format_option("period and bucket: period,start,bucket,count,plus_minus")
+@plot_option("a line chart per bucket with its ±2σ band")
 @click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people; csv and json give one record per period and bucket: "
-    "period,start,bucket,count,plus_minus.",
+    "--rolling",
+    type=click.IntRange(min=1, max=MAX_WINDOW_DAYS),
+    metavar="DAYS",
+    help="Show rolling windows instead: per day, the ids active in the DAYS days ending "
+    "with it (7, 28 and 30 are stored by collapse; other lengths are computed from the raw "
+    "daily sketches, kept 35 days).",
 )
 @click.option(
-    "--plot",
-    metavar="FILE",
-    type=click.Path(dir_okay=False, writable=True),
-    callback=_check_plot,
-    help="Also save a line chart per bucket with its ±2σ band, as FILE.png, FILE.svg or "
-    "FILE.pdf (needs the plot extra).",
+    "--stickiness",
+    is_flag=True,
+    help="Show stickiness instead: per day, its active ids as a % of the ids active in the 30 "
+    "days ending with it (DAU/MAU), with ±.",
 )
 @click.pass_obj
 def report(
@@ -562,30 +616,40 @@ def report(
     buckets: tuple[str, ...],
     output_format: str,
     plot: str | None,
+    rolling: int | None,
+    stickiness: bool,
 ) -> None:
     """Show collapsed counts: one row per period lying wholly inside [--start, --end).
 
     Each count is an estimate; ± is two standard errors of the sketch it was read from (2 x
     1.04/sqrt(16384), about 1.6% of what that sketch holds, ids moved out of the bucket
     included), the range about 95% of counts fall in. Periods not collapsed yet read 0:
-    run `collapse` first.
+    run `collapse` first. --rolling and --stickiness show days (--period daily).
     """
-    end_day = _parse_date(end, "--end")
-    start_day = _parse_date(start, "--start")
-    if start_day and end_day and start_day > end_day:
-        raise click.BadParameter(f"{start_day} is after --end {end_day}", param_hint="--start")
+    start_day, end_day = parse_range(start, end)
+    if (rolling or stickiness) and period != _periods.DAILY:
+        raise click.BadParameter("--rolling and --stickiness show days", param_hint="--period")
+    if rolling and stickiness:
+        raise click.BadParameter("give --rolling or --stickiness, not both", param_hint="--rolling")
+    chosen = [_bucket(b) for b in buckets] if buckets else None
     with open_tracker(settings, [period], existing=True) as tracker:
         if end_day is None:
             end_day = datetime.datetime.now(tracker.timezone).date()
         if start_day is None:
             start_day = _periods.days_before(end_day, _DEFAULT_REPORT_DAYS[period])
-        rows = tracker.lookup(
-            period=period,
-            start=start_day,
-            end=end_day,
-            buckets=[_bucket(b) for b in buckets] if buckets else None,
-            with_error=True,
-        )
+        if stickiness:
+            windows = tracker.lookup_rolling(
+                _windows.STICKINESS_DAYS, start_day, end_day, chosen, with_error=True
+            )
+            daily = tracker.lookup_daily(start_day, end_day, chosen, with_error=True)
+            return _report_stickiness(_windows.stickiness(daily, windows), output_format, plot)
+        if rolling:
+            rows = tracker.lookup_rolling(rolling, start_day, end_day, chosen, with_error=True)
+            period = _windows.rolling_label(rolling)
+        else:
+            rows = tracker.lookup(
+                period=period, start=start_day, end=end_day, buckets=chosen, with_error=True
+            )
     if plot:
         from .plot import plot_counts, series_from_rows
 
@@ -608,8 +672,33 @@ def report(
                 "or it was not collapsed yet (run `activity-tracker collapse`)"
             )
         else:
-            console.print(_report.as_table(period, rows))
+            first_column = "last day" if rolling else "period start"
+            console.print(_report.as_table(period, rows, first_column))
             console.print(_report.TABLE_NOTE, soft_wrap=True)
+    if plot:
+        _stderr().print(f"wrote {plot}", markup=False)
+
+
+def _report_stickiness(rows: list[_windows.ShareRow], output_format: str, plot: str | None) -> None:
+    if plot:
+        from .plot import plot_counts
+
+        plot_counts(
+            plot,
+            _windows.share_series(rows),
+            title=f"stickiness: daily active ids / the {_windows.STICKINESS_DAYS} days ending "
+            "that day (±2σ bands)",
+            ylabel="% of the trailing 30 days' active ids",
+            note="bands: ±2σ from both counts' errors taken as independent",
+        )
+    if output_format == "json":
+        click.echo(_windows.as_json(rows))
+    elif output_format == "csv":
+        click.echo(_windows.as_csv(rows), nl=False)
+    else:
+        console = Console(highlight=False)
+        console.print(_windows.as_table(rows))
+        console.print(_windows.STICKINESS_NOTE, soft_wrap=True)
     if plot:
         _stderr().print(f"wrote {plot}", markup=False)
 
@@ -618,10 +707,12 @@ def _install_commands() -> None:
     """The commands with modules of their own (they import this one)."""
     from .check import check
     from .demo import demo
+    from .retention import retention
     from .serve import serve
 
     cli.add_command(check)
     cli.add_command(demo)
+    cli.add_command(retention)
     cli.add_command(serve)
 
 

@@ -6,7 +6,7 @@ import csv
 import datetime
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rich.table import Table
 
@@ -35,7 +35,7 @@ def bucket_label(bucket: Bucket) -> str:
     return DEFAULT_BUCKET_LABEL if bucket is None else bucket
 
 
-def buckets_of(rows: Sequence[Row]) -> list[Bucket]:
+def buckets_of(rows: Sequence[tuple[datetime.date, Mapping[Bucket, object]]]) -> list[Bucket]:
     seen: dict[Bucket, None] = {}
     for _, counts in rows:
         seen.update(dict.fromkeys(counts))
@@ -66,28 +66,25 @@ def as_json(period: str, rows: Sequence[Row]) -> str:
 def as_csv(period: str, rows: Sequence[Row]) -> str:
     """CSV with a header ``period,start,bucket,count,plus_minus``; the default bucket is an
     empty cell."""
+    return csv_text(["period", "start", "bucket", "count", "plus_minus"], records(period, rows))
+
+
+def csv_text(fields: Sequence[str], found: Sequence[Mapping[str, object]]) -> str:
+    """CSV of ``found`` with a header of ``fields``; ``None`` (the default bucket, a share
+    of nothing) is an empty cell."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["period", "start", "bucket", "count", "plus_minus"])
-    for record in records(period, rows):
-        bucket = record["bucket"]
-        writer.writerow(
-            [
-                record["period"],
-                record["start"],
-                "" if bucket is None else bucket,
-                record["count"],
-                record["plus_minus"],
-            ]
-        )
+    writer.writerow(fields)
+    for record in found:
+        writer.writerow(["" if record[field] is None else record[field] for field in fields])
     return out.getvalue()
 
 
-def as_table(period: str, rows: Sequence[Row]) -> Table:
+def as_table(period: str, rows: Sequence[Row], first_column: str = "period start") -> Table:
     """Periods down, buckets across, each cell ``estimate ±bound``."""
     buckets = buckets_of(rows)
     table = Table(title=f"{period} active ids")
-    table.add_column("period start", no_wrap=True)
+    table.add_column(first_column, no_wrap=True)
     for bucket in buckets:
         table.add_column(bucket_label(bucket), justify="right", no_wrap=True)
     for start, counts in rows:

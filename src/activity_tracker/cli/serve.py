@@ -216,9 +216,17 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> t
     "ended less than this long ago. Use the retention your application's tracker has.",
 )
 @click.option(
+    "--rolling",
+    type=click.IntRange(min=1),
+    multiple=True,
+    metavar="DAYS",
+    help="Also store, at each daily collapse, the rolling window of DAYS days ending that "
+    "day, and serve it as period=rolling_<DAYS>d (repeatable; at most --retention).",
+)
+@click.option(
     "--no-current",
     is_flag=True,
-    help="Leave out live estimates of the open periods (no collapse of open periods).",
+    help="Leave out live estimates of the open periods (read from their raw data).",
 )
 @click.pass_obj
 def serve(
@@ -229,6 +237,7 @@ def serve(
     listen: tuple[str, int],
     delay: float,
     retention: float,
+    rolling: tuple[int, ...],
     no_current: bool,
 ) -> None:
     """Collapse each period soon after it ends and serve /metrics for Prometheus.
@@ -237,7 +246,8 @@ def serve(
     then collapses each period --delay seconds after it ends in --timezone, one log line per
     collapse. A store that cannot be reached is retried with backoff (1 s doubling to 60 s).
     /metrics has activity_tracker_active_ids{period,bucket} (the last finished period, as
-    collapsed), activity_tracker_active_ids_current{period,bucket} (live estimates of the
+    collapsed, and the --rolling windows ending yesterday),
+    activity_tracker_active_ids_current{period,bucket} (live estimates of the
     open periods) and activity_tracker_last_collapse_timestamp_seconds{period}. Stops cleanly
     on SIGTERM or Ctrl-C. Needs the prometheus extra.
     """
@@ -261,6 +271,7 @@ def serve(
         prefix=settings.prefix,
         timezone=settings.timezone,
         retention=datetime.timedelta(days=retention),
+        rolling=rolling,
     )
     schedule = CollapseSchedule(
         tracker,
@@ -276,6 +287,7 @@ def serve(
             tracker,
             buckets=None if chosen is None else [*chosen, *aggregate_buckets],
             periods=kinds,
+            rolling=rolling,
             current=not no_current,
             aggregate_buckets=aggregate_buckets,
         )

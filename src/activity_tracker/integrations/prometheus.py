@@ -5,15 +5,13 @@ Two gauge families, labelled ``period`` (``daily``, ``weekly``, ``monthly``, ``y
 
 - ``activity_tracker_active_ids``: the last finished period, as collapsed (0, or no sample
   with ``buckets=None``, until someone collapses it: ``activity-tracker serve`` or cron).
-- ``activity_tracker_active_ids_current``: live estimates of the open periods. The library
-  has no read-only count of an open period, so each scrape makes one with the public API:
-  ``collapse()`` of the open period (an explicit collapse of a period that is still open
-  stores provisional counts, which the collapse after its end replaces), then ``lookup()``.
-  ``current=False`` leaves that family out and makes the collector read-only.
+- ``activity_tracker_active_ids_current``: live estimates of the open periods, read with
+  ``measure()`` from their raw data (nothing is stored). ``current=False`` leaves that family
+  out.
 
-A scrape costs one ``lookup()`` per period kind and rolling length, plus one ``collapse()``
-per period kind with ``current=True``. A store error fails the scrape (prometheus_client
-answers 500, so Prometheus records the target as down).
+A scrape reads only: one ``lookup()`` per period kind and one ``lookup_rolling()`` per
+rolling length, plus one ``measure()`` per period kind with ``current=True``. A store error
+fails the scrape (prometheus_client answers 500, so Prometheus records the target as down).
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, cast
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -78,11 +75,12 @@ class ActivityCollector(Collector):
     (or a :class:`~activity_tracker.BufferedTracker`, whose tracker is read). ``buckets``:
     the buckets to report (``None``: every bucket with a count); ``periods``: the period
     kinds (default: the tracker's); ``rolling``: rolling window lengths in days, reported as
-    ``period="rolling_<n>d"`` for the window ending with yesterday (needs a tracker with
-    ``lookup_rolling()``); ``current``: also report live estimates of the open periods,
-    collapsing each open period at every scrape with ``aggregate_buckets`` (so aggregates
-    have live estimates too); see the module's documentation. With ``buckets=None`` both
-    families carry every bucket with a count in the last finished or the open period.
+    ``period="rolling_<n>d"`` for the window ending with yesterday (``lookup_rolling()``:
+    stored by the daily collapse for the tracker's ``rolling=`` lengths, computed from the
+    raw daily sketches for others); ``current``: also report live estimates of the open
+    periods (``measure()``, with ``aggregate_buckets``, so aggregates have live estimates
+    too). With ``buckets=None`` both families carry every bucket with a count in the last
+    finished or the open period.
 
     Register it with ``prometheus_client.REGISTRY.register(collector)`` or a registry of
     yours. A bucket named ``""`` shares its label with the default bucket: when both have a
@@ -110,24 +108,12 @@ class ActivityCollector(Collector):
         self.buckets = arguments.bucket_list(buckets, "buckets")
         self.periods = arguments.period_kinds(periods, tracker.periods)
         self.rolling = _rolling_lengths(rolling)
-        if self.rolling and not hasattr(tracker, "lookup_rolling"):
-            raise ValueError("rolling: this tracker has no lookup_rolling() (no rolling windows)")
         if not isinstance(current, bool):
             raise TypeError(f"current must be True or False, not {current!r}")
         self.current = current
-        # Aggregates are reported like buckets but built, not collapsed, by collapse().
-        aggregates = {} if aggregate_buckets is None else aggregate_buckets
-        if not isinstance(aggregates, Mapping):
-            raise TypeError(
-                "aggregate_buckets must be a dict of name -> list of buckets, "
-                f"not {type(aggregates).__name__}"
-            )
-        self._collapsed = (
-            None if self.buckets is None else [b for b in self.buckets if b not in aggregates]
-        )
-        # Checked now, as collapse() would check it, so a bad one fails here, not per scrape.
-        arguments.collapse_job(self.periods, tracker.timezone, None, 1, self._collapsed, aggregates)
-        self.aggregate_buckets = aggregates
+        # Checked now, as measure() would check it, so a bad one fails here, not per scrape.
+        arguments.aggregate_definitions(aggregate_buckets, None)
+        self.aggregate_buckets = aggregate_buckets
 
     def describe(self) -> Iterator[Metric]:
         """The families, without samples: registering the collector reads nothing."""
@@ -136,32 +122,29 @@ class ActivityCollector(Collector):
             yield GaugeMetricFamily(CURRENT, _CURRENT_HELP, labels=LABELS)
 
     def collect(self) -> Iterator[Metric]:
-        """Read the counts (and, with ``current``, refresh the open periods' first)."""
+        """Read the counts of the last finished periods and windows, and (with ``current``)
+        measure the open periods."""
         tracker = self.tracker
         today = datetime.datetime.now(tracker.timezone).date()
         finished = GaugeMetricFamily(FINISHED, _FINISHED_HELP, labels=LABELS)
         live = GaugeMetricFamily(CURRENT, _CURRENT_HELP, labels=LABELS)
         for kind in self.periods:
-            open_period = Period.containing(kind, today)
-            last = open_period.previous()
+            last = Period.containing(kind, today).previous()
+            [(_, counts)] = tracker.lookup(kind, last.start, last.end, self.buckets)
             if self.current:
-                tracker.collapse(
-                    buckets=self._collapsed,
-                    aggregate_buckets=self.aggregate_buckets,
-                    date=open_period.end,
-                    periods=[kind],
+                measured = tracker.measure(
+                    kind, today, self.buckets, aggregate_buckets=self.aggregate_buckets
                 )
-            end = open_period.end if self.current else last.end
-            rows = tracker.lookup(kind, last.start, end, self.buckets)
-            self._add(finished, kind, rows[0][1])
-            if self.current:
-                self._add(live, kind, rows[1][1])
+                if self.buckets is None:
+                    counts = dict.fromkeys(measured, 0) | counts
+                    measured = dict.fromkeys(counts, 0) | measured
+                else:
+                    measured = {bucket: measured[bucket] for bucket in self.buckets}
+                self._add(live, kind, measured)
+            self._add(finished, kind, counts)
+        yesterday = today - datetime.timedelta(days=1)
         for length in self.rolling:
-            yesterday = today - datetime.timedelta(days=1)
-            # The rolling windows of DESIGN §7: lookup_rolling(length, start, end, buckets).
-            [(_, counts)] = cast(Any, tracker).lookup_rolling(
-                length, yesterday, today, self.buckets
-            )
+            [(_, counts)] = tracker.lookup_rolling(length, yesterday, today, self.buckets)
             self._add(finished, rolling_label(length), counts)
         yield finished
         if self.current:

@@ -8,15 +8,16 @@
 -- before it, in this call or an earlier one).
 --
 -- Returns one of:
---   {"empty"}                 nothing was written in the period (or its keys expired)
+--   {"empty", T}              nothing was written in the period (or its keys expired)
 --   {"final"}                 its counts' "@expires" has passed: they are final
 --   {"clash", code}           an aggregate is named like a raw bucket of the period
 --   {"cycle", code}           an aggregate's sources lead back to itself
---   {"stored"}                measured and stored, atomically (no client corrections)
+--   {"stored", T}             measured and stored, atomically (no client corrections)
 --   {"measured", T, D, values, pending, records}: the client computes the corrections of
 --     the pending aggregates (code, estimate, indices of its raw sources joined by ","),
 --     from the records (chg as HGETALL), and stores values and its own with store.lua.
--- values: code, "count,estimate", ... T: the server time of the measurement (microseconds).
+-- values: code, "count,estimate", ... T: the server time of the measurement (microseconds;
+-- the client's later reads for the rolling windows ending on the period are after it).
 --
 -- A bucket's count is its estimate minus "@out:<index>". An aggregate's sketch is rebuilt
 -- from its raw sources' sketches (aggregates among its sources are expanded); its
@@ -45,7 +46,7 @@ end
 
 local fields = redis.call('HGETALL', reg)
 if #fields == 0 then
-  return {'empty'}
+  return {'empty', measured_at}
 end
 local states, meta = {}, {}
 for i = 1, #fields, 2 do
@@ -222,6 +223,6 @@ if #pending == 0 then
   values[#values + 1] = '@expires'
   values[#values + 1] = deadline
   each_slice('HSET', counts, values)
-  return {'stored'}
+  return {'stored', measured_at}
 end
 return {'measured', measured_at, deadline, values, pending, redis.call('HGETALL', chg)}
