@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from activity_tracker import ActivityTracker
-from redis_server import start_redis_server, stop_redis_server
+from redis_server import server_version, start_redis_server, stop_redis_server
 from silent_server import SilentServer
 
 
@@ -115,6 +115,17 @@ def make_tracker(request: pytest.FixtureRequest) -> Iterator[Callable[..., Activ
     yield make
     for tracker in made:
         tracker.close()
+
+
+@pytest.fixture(scope="module")
+def sleepy_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a throwaway server that accepts ``DEBUG SLEEP``, for the module's tests."""
+    extra = ["--enable-debug-command", "yes"] if server_version() >= (7,) else []
+    process, url = start_redis_server(tmp_path_factory.mktemp("sleepy"), extra_args=extra)
+    try:
+        yield url
+    finally:
+        stop_redis_server(process)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import random
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -107,6 +108,7 @@ def start_redis_server(
     attempts: int = 3,
     cluster: bool = False,
     extra_args: Sequence[str] = (),
+    port: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start a non-persistent ``redis-server`` on a free 127.0.0.1 port, working in ``tmp_dir``.
 
@@ -115,36 +117,37 @@ def start_redis_server(
     :func:`stop_redis_server`. Raises ``RuntimeError`` if no server can be had
     (a lost race for the port is retried up to ``attempts`` times). ``cluster`` starts a
     node in cluster mode, with no slots yet. ``extra_args`` are more ``redis-server``
-    options (``"--maxmemory-policy", "allkeys-lru"``...).
+    options (``"--maxmemory-policy", "allkeys-lru"``...). ``port``: that port rather than a
+    free one (to start a server again where one stopped).
     """
     binary = find_redis_server()
     work_dir = Path(tmp_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     for attempt in range(1, attempts + 1):
-        port = _free_cluster_port() if cluster else _free_port()
-        log_path = work_dir / f"redis-{port}.log"
+        listen = port or (_free_cluster_port() if cluster else _free_port())
+        log_path = work_dir / f"redis-{listen}.log"
         command = [
             binary,
             "--save", "",
             "--appendonly", "no",
-            "--port", str(port),
+            "--port", str(listen),
             "--bind", HOST,
             "--dir", str(work_dir),
         ]  # fmt: skip
         if cluster:
-            command += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+            command += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{listen}.conf"]
         command += list(extra_args)
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
-        url = f"redis://{HOST}:{port}/0"
+        url = f"redis://{HOST}:{listen}/0"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and process.poll() is None:
             client = redis.Redis(
                 host=HOST,
-                port=port,
+                port=listen,
                 socket_connect_timeout=0.5,
                 socket_timeout=2.0,
                 retry=Retry(NoBackoff(), 0),  # poll here, not in redis-py's backoff
@@ -167,11 +170,25 @@ def start_redis_server(
             else f"exited with code {exit_code}"
         )
         failures.append(
-            f"attempt {attempt}: {binary} on port {port} {what}; log tail:\n{_log_tail(log_path)}"
+            f"attempt {attempt}: {binary} on port {listen} {what}; log tail:\n{_log_tail(log_path)}"
         )
         if exit_code is None:
             break  # a server that hangs will not do better on another port
     raise RuntimeError("could not start redis-server:\n" + "\n".join(failures))
+
+
+def wait_until_asleep(url: str, asleep: threading.Thread) -> None:
+    """Return once the server at ``url`` no longer answers a PING: the ``DEBUG SLEEP`` that
+    thread ``asleep`` sent has begun."""
+    while True:
+        assert asleep.is_alive(), "DEBUG SLEEP ended, or failed, before it was seen"
+        probe = redis.Redis.from_url(url, socket_timeout=0.2, retry=None)
+        try:
+            probe.ping()
+        except redis.TimeoutError:
+            return
+        finally:
+            probe.close()
 
 
 # A three-node cluster's slots, one range per node.

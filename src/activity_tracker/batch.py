@@ -9,14 +9,15 @@ one element. A batch holds at most ``max_events`` checked events before it sends
 from __future__ import annotations
 
 import datetime
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import arguments
 from .arguments import Activity
 from .keys import Bucket
-from .periods import Period, local_date
+from .periods import DAILY, Period, end_epoch, local_date
 
 if TYPE_CHECKING:
     from .tracker import ActivityTracker, AsyncActivityTracker
@@ -33,6 +34,36 @@ _CACHE_LIMIT = 4096
 _Periods = tuple[tuple[Period, ...], tuple[float, ...]]
 
 
+def _plain_add_maker() -> Callable[[_Periods, str, Bucket], Activity]:
+    """``lambda periods, id, bucket: Activity(*periods, id, bucket, None, None)``, made
+    twice as fast: a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``; its slots can be set directly. This runs once per plain add of
+    ``track()`` and of a ``BufferedTracker``. Falls back to the plain constructor if
+    ``Activity`` ever stops having slots."""
+    fields = ("periods", "ends", "id", "bucket", "old_id", "old_bucket")
+    found = [getattr(getattr(Activity, name, None), "__set__", None) for name in fields]
+    setters = [setter for setter in found if callable(setter)]
+    if len(setters) != len(fields):
+        return lambda periods, id, bucket: Activity(*periods, id, bucket, None, None)
+    set_periods, set_ends, set_id, set_bucket, set_old_id, set_old_bucket = setters
+    new = object.__new__
+
+    def plain_add(periods: _Periods, id: str, bucket: Bucket) -> Activity:
+        activity: Activity = new(Activity)
+        set_periods(activity, periods[0])
+        set_ends(activity, periods[1])
+        set_id(activity, id)
+        set_bucket(activity, bucket)
+        set_old_id(activity, None)
+        set_old_bucket(activity, None)
+        return activity
+
+    return plain_add
+
+
+_plain_add = _plain_add_maker()
+
+
 class ActivityChecker:
     """Checks ``track()`` arguments exactly as :func:`arguments.activity` does, remembering
     the buckets already checked and the periods of each day seen, so that the common event
@@ -43,6 +74,42 @@ class ActivityChecker:
         self.timezone = timezone
         self._buckets: set[Bucket] = {None}
         self._periods: dict[datetime.date, _Periods] = {}
+        # (since, until, day): the day of every call from since (epoch seconds) until the
+        # day ends; see today().
+        self._today: tuple[float, float, datetime.date] = (0.0, 0.0, datetime.date.min)
+
+    def today(self) -> datetime.date:
+        """The day of the call in the tracker's time zone: what ``date=None`` means. Worked
+        out once, then reused until the day ends (or the clock is set back): the first
+        instant of the next day is when the periods of this day end."""
+        now = time.time()
+        since, until, day = self._today
+        if since <= now < until:
+            return day
+        day = datetime.datetime.fromtimestamp(now, self.timezone).date()
+        self._today = (now, end_epoch(Period(DAILY, day), self.timezone), day)
+        return day
+
+    def plain_day(self, id: object, bucket: object, date: object) -> datetime.date | None:
+        """The day of ``track(id, bucket, date=date)`` if its arguments need no more check:
+        an ASCII str id within the size limit, a bucket already checked, and ``date`` None
+        (today) or a ``datetime.date`` already seen; else None (see :meth:`activity`)."""
+        if type(id) is not str or not id.isascii() or len(id) > arguments.MAX_ID_BYTES:
+            return None
+        try:
+            if bucket not in self._buckets:
+                return None
+        except TypeError:  # unhashable
+            return None
+        day = self.today() if date is None else date
+        if type(day) is not datetime.date or day not in self._periods:
+            return None
+        return day
+
+    def plain_add(self, id: str, bucket: Bucket, day: datetime.date) -> Activity:
+        """The activity of an event :meth:`plain_day` passed."""
+        found = self._periods.get(day)
+        return _plain_add(found or self._periods_of(day), id, bucket)
 
     def activity(
         self,
@@ -68,6 +135,8 @@ class ActivityChecker:
             type(old_id) is not str or not old_id.isascii() or len(old_id) > arguments.MAX_ID_BYTES
         ):
             old_id = arguments.id_text(old_id, "old_id")
+        if old_id is None and old_bucket is None:
+            return _plain_add(found, id, bucket)  # type: ignore[arg-type]
         return Activity(*found, id, bucket, old_id, old_bucket)
 
     def _bucket(self, bucket: object, argument: str) -> Bucket:
@@ -83,7 +152,12 @@ class ActivityChecker:
         return bucket  # type: ignore[return-value]
 
     def _day(self, date: object) -> _Periods:
-        day = date if type(date) is datetime.date else local_date(date, self.timezone, "date")
+        if date is None:
+            day = self.today()
+        elif type(date) is datetime.date:
+            day = date
+        else:
+            day = local_date(date, self.timezone, "date")
         found = self._periods.get(day)
         if found is None:
             if len(self._periods) >= _CACHE_LIMIT:

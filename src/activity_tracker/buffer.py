@@ -10,6 +10,10 @@ most ``max_pending`` events (default ``10 * max_events``); when it is full, beca
 is slow, down or silent, new events are dropped and counted in :attr:`dropped` (and logged
 once per episode), so a stalled Redis costs events, never request threads or memory.
 
+An exact repeat of a plain add still waiting or being sent (the same id, bucket and day,
+with no id change of that id kept since) is not kept again: adding an id to a set it is
+already in changes nothing, so the counts are those of keeping it.
+
 What a crash can lose: the events not sent yet, at most ``max_pending + max_events`` (those
 waiting and those being sent). A normal exit waits at most ``exit_timeout`` seconds (default
 5) for the thread to send what is left; what it could not send by then is counted in
@@ -24,6 +28,7 @@ import logging
 import math
 import os
 import threading
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -40,6 +45,9 @@ DEFAULT_MAX_EVENTS = 1000
 DEFAULT_INTERVAL = 1.0
 DEFAULT_PENDING_BATCHES = 10  # max_pending = this * max_events unless given
 DEFAULT_EXIT_TIMEOUT = 5.0
+
+# A plain add as the caller's thread keeps it: (id, bucket, day), its arguments checked.
+_PlainAdd = tuple[str, Bucket, datetime.date]
 
 
 class BufferedTracker:
@@ -84,20 +92,23 @@ class BufferedTracker:
         self._closed = False
         self._start()
         atexit.register(self._close_at_exit)
+        _BUFFERS.add(self)
 
     def _start(self) -> None:
-        self._pid = os.getpid()
-        self._lock = threading.Condition()
-        self._pending: list[Activity] = []
+        """A new, empty buffer; its thread starts with the first event kept."""
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._pending: list[Activity | _PlainAdd] = []
+        # The plain adds kept, and the ids moved by an event kept, since the buffer was last
+        # emptied (see the module: repeats); both are forgotten together.
+        self._seen: set[_PlainAdd] = set()
+        self._moved: set[str] = set()
         self._sending = 0  # events taken by the thread and not sent yet
         self._error: BaseException | None = None
         self._stopping = False
         self._wanted = False  # flush() asks the thread to send everything now
         self._dropping = False  # dropping events since the last send that went through
-        self._thread = threading.Thread(
-            target=self._run, name="activity-tracker-buffer", daemon=True
-        )
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     def track(
         self,
@@ -109,14 +120,37 @@ class BufferedTracker:
         periods: Iterable[str] | None = None,
     ) -> None:
         """Check and keep one event; see :meth:`ActivityTracker.track`."""
-        activity = self._checker.activity(id, bucket, old_id, old_bucket, date, periods)
-        self._add([activity])
+        # This runs in request threads: the common event (a plain add whose arguments were
+        # seen before) is kept as a tuple, without building its Activity (the thread does).
+        day = None
+        if old_id is None and old_bucket is None and periods is None:
+            day = self._checker.plain_day(id, bucket, date)
+        if day is None:
+            self._add([self._checker.activity(id, bucket, old_id, old_bucket, date, periods)])
+            return
+        event: _PlainAdd = (id, bucket, day)  # type: ignore[assignment]
+        lock = self._lock
+        lock.acquire()  # half the cost of "with lock:", which shows here
+        try:
+            if self._thread is not None and self._error is None and not self._closed:
+                pending = self._pending
+                if event in self._seen and id not in self._moved:
+                    return
+                if len(pending) < self.max_pending:
+                    self._seen.add(event)
+                    pending.append(event)
+                    if len(pending) >= self.max_events:
+                        self._changed.notify_all()
+                    return
+        finally:
+            lock.release()
+        self._add([event])
 
     def track_many(self, events: Iterable[Event]) -> int:
         """Check and keep every event of ``events``; see :meth:`ActivityTracker.track_many`
         (events before a bad one are kept). Returns how many."""
         count = 0
-        chunk: list[Activity] = []
+        chunk: list[Activity | _PlainAdd] = []
         try:
             for index, event in enumerate(events):
                 chunk.append(self._checker.event(event, index))
@@ -129,20 +163,28 @@ class BufferedTracker:
                 self._add(chunk)
         return count
 
-    def _add(self, activities: list[Activity]) -> None:
-        if self._pid != os.getpid():
-            self._start()  # forked: the parent's thread and buffer are not ours
+    def _add(self, events: list[Activity | _PlainAdd]) -> None:
         with self._lock:
             self._raise_error()
             if self._closed:
                 raise RuntimeError("this BufferedTracker is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="activity-tracker-buffer", daemon=True
+                )
+                self._thread.start()
             room = max(0, self.max_pending - len(self._pending))
-            if len(activities) > room:
-                self._drop(len(activities) - room)
-                activities = activities[:room]
-            self._pending.extend(activities)
+            if len(events) > room:
+                self._drop(len(events) - room)
+                events = events[:room]
+            for event in events:
+                if isinstance(event, tuple):
+                    self._seen.add(event)
+                elif event.old_id is not None:
+                    self._moved.add(event.old_id)
+            self._pending.extend(events)
             if len(self._pending) >= self.max_events:
-                self._lock.notify_all()
+                self._changed.notify_all()
 
     def _drop(self, count: int) -> None:
         """Count ``count`` events refused for want of room (call with the lock held)."""
@@ -163,13 +205,11 @@ class BufferedTracker:
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything tracked so far and wait until it is sent (or ``timeout`` seconds
         pass: then return False). Raises the error of a failed send, if any."""
-        if self._pid != os.getpid():
-            self._start()
         with self._lock:
             self._raise_error()
             self._wanted = True
-            self._lock.notify_all()
-            done = self._lock.wait_for(
+            self._changed.notify_all()
+            done = self._changed.wait_for(
                 lambda: (not self._pending and not self._sending) or self._error is not None,
                 timeout,
             )
@@ -182,17 +222,17 @@ class BufferedTracker:
         the client's timeouts) and returns whether the thread is done. Raises the error of a
         failed send, if any. Idempotent."""
         atexit.unregister(self._close_at_exit)
-        if self._pid != os.getpid() or self._closed:
-            self._closed = True
-            return True
         with self._lock:
+            thread, closed = self._thread, self._closed
             self._closed = True
             self._stopping = True
-            self._lock.notify_all()
-        self._thread.join(timeout)
+            self._changed.notify_all()
+        if thread is None or closed:
+            return True
+        thread.join(timeout)
         with self._lock:
             self._raise_error()
-        return not self._thread.is_alive()
+        return not thread.is_alive()
 
     def _close_at_exit(self) -> None:
         """``close()`` bounded by ``exit_timeout``, which never raises: at exit, a failed send
@@ -219,10 +259,11 @@ class BufferedTracker:
         self.close()
 
     def _run(self) -> None:
-        lock = self._lock
+        changed = self._changed
+        plain_add = self._checker.plain_add
         while True:
-            with lock:
-                lock.wait_for(
+            with changed:
+                changed.wait_for(
                     lambda: self._stopping or self._wanted or len(self._pending) >= self.max_events,
                     self.interval,
                 )
@@ -230,22 +271,28 @@ class BufferedTracker:
                 del self._pending[: self.max_events]
                 if not self._pending:
                     self._wanted = False
+                if not self._pending or len(self._seen) > self.max_pending:
+                    self._seen.clear()
+                    self._moved.clear()
                 self._sending = len(taken)
                 stopping = self._stopping
             if taken:
+                activities = [
+                    plain_add(*event) if isinstance(event, tuple) else event for event in taken
+                ]
                 try:
-                    self.tracker.backend.track_many(taken)
+                    self.tracker.backend.track_many(activities)
                 except Exception as exc:  # kept for the caller: logged and raised later
                     log.exception("activity-tracker: sending %d buffered events failed", len(taken))
-                    with lock:
+                    with changed:
                         self.lost += len(taken)
                         self._error = exc
                 else:
-                    with lock:
+                    with changed:
                         self._dropping = False
-            with lock:
+            with changed:
                 self._sending = 0
-                lock.notify_all()
+                changed.notify_all()
             if stopping and not taken:
                 return
 
@@ -264,3 +311,16 @@ def _seconds(value: object, argument: str) -> float:
     if not 0 < value < math.inf:
         raise ValueError(f"{argument} must be positive, not {value!r}")
     return float(value)
+
+
+# Every BufferedTracker, for a forked child to forget its parent's events, thread and lock
+# (fork() copies them, even a lock another thread held; the thread does not survive it).
+_BUFFERS: weakref.WeakSet[BufferedTracker] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for buffered in list(_BUFFERS):
+        buffered._start()
+
+
+os.register_at_fork(after_in_child=_after_fork)

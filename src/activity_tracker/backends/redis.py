@@ -27,6 +27,8 @@ from ..keys import Bucket, KeySchema
 from ..unions import Inquiry, T
 from . import redis_plan
 from .base import AsyncBackend, Backend
+from .redis_connections import AsyncIdleConnections, IdleConnections
+from .redis_wire import TrackWire
 
 DEFAULT_URL = "redis://localhost:6379/0"
 URL_ENVIRONMENT_VARIABLE = "ACTIVITY_TRACKER_URL"
@@ -131,6 +133,22 @@ def _scripts_for(client: object) -> _Scripts:
     HyperLogLog as a set) gets the variant whose sketch probe takes a set."""
     fake = type(client).__module__.partition(".")[0] == "fakeredis"
     return _FAKEREDIS_SCRIPTS if fake else _SCRIPTS
+
+
+def _per_event_connections(client: Any) -> Any:
+    """The pool's connections that ``track()`` keeps (see :mod:`.redis_connections`), or
+    None where it sends through the client: a cluster client (one call per period, routed by
+    redis-py), a client bound to one connection, a pool with client-side caching."""
+    if isinstance(client, _CLUSTER_CLIENTS) or client.connection is not None:
+        return None
+    if getattr(client, "single_connection_client", False):  # asyncio: connected on first use
+        return None
+    pool = client.connection_pool
+    if getattr(pool, "cache", None) is not None:
+        return None
+    if isinstance(client, redis.asyncio.Redis):
+        return AsyncIdleConnections(pool)
+    return IdleConnections(pool)
 
 
 def _evalsha_args(call: redis_plan.ScriptCall, scripts: _Scripts) -> tuple[Any, ...]:
@@ -302,26 +320,25 @@ class RedisBackend(Backend):
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
         self._scripts = _scripts_for(self.client)
         self._seen = redis_plan.RecordsSeen()
+        self._connections: IdleConnections | None = _per_event_connections(self.client)
+        self._wire = TrackWire(self.schema, self.retention, self._scripts["track"])
 
     def track(self, activity: Activity) -> None:
-        now = time.time()
-        if self._split_periods:
+        # The per-event path: the call pre-encoded, on a connection kept for it.
+        connections = self._connections
+        if connections is None:
             self._run(
-                redis_plan.track(self.schema, activity, self.retention, now, self._split_periods)
+                redis_plan.track(
+                    self.schema, activity, self.retention, time.time(), self._split_periods
+                )
             )
             return
-        # The one request of redis_plan.track(), sent without driving a generator: this is
-        # the per-event path, where every microsecond shows.
-        periods = activity.periods
-        call = redis_plan.track_call(
-            self.schema, activity, periods, activity.ends, self.retention, now
-        )
         try:
-            reply = self._send_one(call)
+            reply = connections.script(self._wire.packed(activity, time.time()), self._wire.load)
         except _REDIS_ERRORS as exc:
             raise _translated(exc) from exc
         if reply != 0:
-            redis_plan.check_track_reply(activity, periods, reply)
+            redis_plan.check_track_reply(activity, activity.periods, reply)
 
     def track_many(self, activities: Iterable[Activity]) -> None:
         operation = redis_plan.track_many(
@@ -342,6 +359,8 @@ class RedisBackend(Backend):
         return self._run(redis_plan.unions(self.schema, inquiry, self._split_periods))
 
     def close(self) -> None:
+        if self._connections is not None:
+            self._connections.close()
         if self._owns_client:
             self.client.close()
 
@@ -454,12 +473,25 @@ class AsyncRedisBackend(AsyncBackend):
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
         self._scripts = _scripts_for(self.client)
         self._seen = redis_plan.RecordsSeen()
+        self._connections: AsyncIdleConnections | None = _per_event_connections(self.client)
+        self._wire = TrackWire(self.schema, self.retention, self._scripts["track"])
 
     async def track(self, activity: Activity) -> None:
-        operation = redis_plan.track(
-            self.schema, activity, self.retention, time.time(), self._split_periods
-        )
-        await self._run(operation)
+        connections = self._connections
+        if connections is None:
+            await self._run(
+                redis_plan.track(
+                    self.schema, activity, self.retention, time.time(), self._split_periods
+                )
+            )
+            return
+        try:
+            packed = self._wire.packed(activity, time.time())
+            reply = await connections.script(packed, self._wire.load)
+        except _REDIS_ERRORS as exc:
+            raise _translated(exc) from exc
+        if reply != 0:
+            redis_plan.check_track_reply(activity, activity.periods, reply)
 
     async def track_many(self, activities: Iterable[Activity]) -> None:
         operation = redis_plan.track_many(
@@ -480,6 +512,8 @@ class AsyncRedisBackend(AsyncBackend):
         return await self._run(redis_plan.unions(self.schema, inquiry, self._split_periods))
 
     async def close(self) -> None:
+        if self._connections is not None:
+            await self._connections.close()
         if self._owns_client:
             await self.client.aclose()
 

@@ -59,11 +59,14 @@ def _resource(name: str) -> str:
 def _scripts(fakeredis: bool) -> dict[str, str]:
     """Each script is its .lua file after the helpers they share (store.lua and rolling.lua
     need none), and these after FAKEREDIS: whether the client is a fakeredis one (see
-    common.lua's probe)."""
-    common = f"local FAKEREDIS = {str(fakeredis).lower()}\n" + _resource("common.lua")
+    common.lua's probe). track.lua's common case, track_fast.lua, comes before the helpers
+    (see there why)."""
+    flag = f"local FAKEREDIS = {str(fakeredis).lower()}\n"
+    common = _resource("common.lua")
     scripts = {
-        name: common + _resource(f"{name}.lua") for name in ("track", "track_many", "collapse")
+        name: flag + common + _resource(f"{name}.lua") for name in ("track_many", "collapse")
     }
+    scripts["track"] = flag + _resource("track_fast.lua") + common + _resource("track.lua")
     scripts["store"] = _resource("store.lua")
     scripts["rolling"] = _resource("rolling.lua")
     return scripts
@@ -127,34 +130,51 @@ def track(
         parts = [((period,), (end,)) for period, end in ends]
     else:
         parts = [(activity.periods, activity.ends)]
-    replies = yield [
-        track_call(schema, activity, periods, ends, retention, now) for periods, ends in parts
-    ]
+    calls: list[Request] = []
+    for periods, period_ends in parts:
+        keys, fixed = track_fixed(schema, activity, periods, period_ends, retention, now)
+        calls.append(ScriptCall("track", keys, fixed + track_tail(activity)))
+    replies = yield calls
     for (periods, _), reply in zip(parts, replies, strict=True):
         check_track_reply(activity, periods, reply)
 
 
-def track_call(
+def track_fixed(
     schema: KeySchema,
     activity: Activity,
     periods: Sequence[Period],
     ends: Sequence[float],
     retention: int,
     now: float,
-) -> ScriptCall:
-    """The ``track.lua`` call recording ``activity`` in ``periods`` (which end at ``ends``)."""
-    new_id, old_id = activity.id, activity.old_id
-    adds, moves = new_id is not None, old_id is not None
+) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """The keys and the leading arguments (mode, bucket codes, proposed deadlines) of the
+    ``track.lua`` call recording ``activity`` in ``periods`` (which end at ``ends``): what
+    successive calls mostly repeat; :func:`track_tail` gives the rest."""
+    adds, moves = activity.id is not None, activity.old_id is not None
     args: list[Any] = [
         "3" if adds and moves else "1" if adds else "2",
         _code(activity.bucket) if adds else "",
         _code(activity.old_bucket) if moves else "",
     ]
     args += [deadline(end, now, retention) for end in ends]
-    args += (new_id or "", b"" if new_id is None else id_hash(new_id))
-    args += (old_id or "", b"" if old_id is None else id_hash(old_id))
     keys = _track_keys(schema, tuple(periods), activity.bucket, activity.old_bucket, adds, moves)
-    return ScriptCall("track", keys, tuple(args))
+    return keys, tuple(args)
+
+
+#: How many arguments :func:`track_tail` gives.
+TRACK_TAIL_LENGTH = 4
+
+
+def track_tail(activity: Activity) -> tuple[str | bytes, ...]:
+    """The last arguments of a ``track.lua`` call, which depend on the ids: the id, its hash,
+    the old id, its hash (``""`` for an id not given)."""
+    new_id, old_id = activity.id, activity.old_id
+    return (
+        new_id or "",
+        b"" if new_id is None else id_hash(new_id),
+        old_id or "",
+        b"" if old_id is None else id_hash(old_id),
+    )
 
 
 def check_track_reply(activity: Activity, periods: Sequence[Period], reply: Any) -> None:

@@ -24,9 +24,8 @@
 -- writes; later writes read it there and set it on the keys they may create. So all raw keys
 -- of a period expire together, and none ever lives without an expiry.
 --
--- This runs once per event. The common case (a registered bucket, no id changes in the
--- period) is one HMGET and one PFADD per period; with id changes, one HMGET of chg more
--- (the records of the id's shard), and only an id with records goes the longer way.
+-- This runs once per event. Its common case (an add to a tracked bucket of an id without
+-- records) is track_fast.lua, which runs first and returns: what is here is every other case.
 
 local mode = ARGV[1]
 local adds, moves = mode ~= '2', mode ~= '1'
@@ -163,8 +162,7 @@ local function plan_period(p, base, read)
   return plan
 end
 
--- Pass 1: read, probe, and decide every write of every period. The common case (an add to a
--- bucket ids were added to before, of an id without change records) needs only its PFADD.
+-- Pass 1: read, probe, and decide every write of every period.
 local plans = {}
 for p = 1, periods do
   local base = (p - 1) * stride
@@ -172,50 +170,30 @@ for p = 1, periods do
   if problem then
     break
   end
-  local state = tonumber(read[1])
-  local common = not moves and state and state % 2 == 1 and read[2]
-  if common and read[3] then
-    -- The period has id changes: the common case still, if this id has no records.
-    local blob = hash_call('HGET', KEYS[base + 2], shard_of(hash))
-    if problem then
-      break
-    end
-    common = not blob or not string.find(blob, hash, 1, true)
+  local plan, refusal = plan_period(p, base, read)
+  if refusal then
+    return refusal
   end
-  if common then
-    plans[p] = false
-  else
-    local plan, refusal = plan_period(p, base, read)
-    if refusal then
-      return refusal
-    end
-    if problem then
-      break
-    end
-    plans[p] = plan
+  if problem then
+    break
   end
+  plans[p] = plan
 end
 if problem then
   return redis.error_reply(problem)
 end
 
 -- Pass 2: write.
-local function write(plan)
+local function code_itself(c)
+  return c
+end
+for _, plan in ipairs(plans) do
   if moves then
     redis.call('PFADD', plan.old_hll, old_id)
   end
   if adds then
     redis.call('PFADD', plan.hll, id)
   end
-  write_plan(plan, function(c)
-    return c
-  end)
-end
-for p = 1, periods do
-  if plans[p] then
-    write(plans[p])
-  else
-    redis.call('PFADD', KEYS[(p - 1) * stride + 3], id)
-  end
+  write_plan(plan, code_itself)
 end
 return 0
