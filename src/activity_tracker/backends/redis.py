@@ -25,7 +25,7 @@ from ..embedded import embedded_url, is_embedded_url
 from ..errors import ActivityTrackerError, BackendConnectionError, StorageError, WrongKeyTypeError
 from ..keys import Bucket, KeySchema
 from ..unions import Inquiry, T
-from . import redis_plan
+from . import redis_plan, redis_wire
 from .base import AsyncBackend, Backend
 from .redis_connections import AsyncIdleConnections, IdleConnections
 from .redis_wire import TrackWire
@@ -182,29 +182,16 @@ def _spread(request: redis_plan.Request) -> redis_plan.Request:
     return dataclasses.replace(request, args=tuple(args))
 
 
-def _bulk_string(value: str | bytes | int) -> bytes:
-    raw = value.encode("utf-8") if isinstance(value, str) else value
-    if isinstance(raw, int):
-        raw = b"%d" % raw
-    return b"$%d\r\n%b\r\n" % (len(raw), raw)
+def _batch_wire(request: redis_plan.Request, scripts: _Scripts) -> tuple[list[bytes], list[bytes]]:
+    """A batch's script call as packed bytes, and the ``SCRIPT LOAD`` of its script."""
+    assert isinstance(request, redis_plan.ScriptCall)
+    source, sha = scripts[request.script]
+    return redis_wire.script_call(request, sha), _script_load(source)
 
 
-def _packed(call: redis_plan.ScriptCall, scripts: _Scripts) -> bytes:
-    """The ``EVALSHA`` of ``call`` as the RESP bytes a connection sends, each
-    :class:`~.redis_plan.Spread` as its run encoded it (built once per id, not per call)."""
-    parts = [b"", b"$7\r\nEVALSHA\r\n", _bulk_string(scripts[call.script][1])]
-    parts.append(_bulk_string(len(call.keys)))
-    parts += map(_bulk_string, call.keys)
-    count = 3 + len(call.keys)
-    for arg in call.args:
-        if isinstance(arg, redis_plan.Spread):
-            parts.append(arg.run.encoded())
-            count += len(arg.run)
-        else:
-            parts.append(_bulk_string(arg))
-            count += 1
-    parts[0] = b"*%d\r\n" % count
-    return b"".join(parts)
+@functools.lru_cache(maxsize=8)
+def _script_load(source: str) -> list[bytes]:
+    return redis_wire.command("SCRIPT", "LOAD", source)
 
 
 def _unknown_script(reply: object) -> bool:
@@ -397,37 +384,12 @@ class RedisBackend(Backend):
         return _replies(requests, replies)
 
     def _send_batch(self, requests: list[redis_plan.Request]) -> list[Any]:
-        """Send ``track_many.lua`` calls: pre-encoded on a client with a pool of
-        connections (a batch's ids cost a join of bytes kept per id), else argument by
-        argument."""
-        if not isinstance(self.client, redis.Redis) or self.client.connection is not None:
+        """Send ``track_many.lua`` calls: pre-encoded on the per-event connections (a batch's
+        ids cost a join of bytes kept per id), else through redis-py, argument by argument."""
+        connections = self._connections
+        if connections is None:
             return self._send([_spread(request) for request in requests])
-        replies = []
-        for request in requests:
-            assert isinstance(request, redis_plan.ScriptCall)
-            packed = _packed(request, self._scripts)
-            try:
-                replies.append(self._send_packed(packed))
-            except redis.exceptions.NoScriptError:
-                self.client.script_load(self._scripts[request.script][0])
-                replies.append(self._send_packed(packed))
-        return replies
-
-    def _send_packed(self, packed: bytes) -> Any:
-        """One command already encoded, on a connection of the client's pool; a connection
-        left in doubt (anything but an error reply) is closed."""
-        pool = self.client.connection_pool
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command([packed])
-            return connection.read_response()
-        except redis.exceptions.ResponseError:
-            raise
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            pool.release(connection)
+        return [connections.script(*_batch_wire(request, self._scripts)) for request in requests]
 
     def _send_tolerated(self, request: redis_plan.Request) -> Any:
         try:
@@ -549,33 +511,12 @@ class AsyncRedisBackend(AsyncBackend):
 
     async def _send_batch(self, requests: list[redis_plan.Request]) -> list[Any]:
         """See :meth:`RedisBackend._send_batch`."""
-        if not isinstance(self.client, redis.asyncio.Redis) or self.client.connection is not None:
+        connections = self._connections
+        if connections is None:
             return await self._send([_spread(request) for request in requests])
-        replies = []
-        for request in requests:
-            assert isinstance(request, redis_plan.ScriptCall)
-            packed = _packed(request, self._scripts)
-            try:
-                replies.append(await self._send_packed(packed))
-            except redis.exceptions.NoScriptError:
-                await self.client.script_load(self._scripts[request.script][0])
-                replies.append(await self._send_packed(packed))
-        return replies
-
-    async def _send_packed(self, packed: bytes) -> Any:
-        """See :meth:`RedisBackend._send_packed`."""
-        pool = self.client.connection_pool
-        connection = await pool.get_connection()
-        try:
-            await connection.send_packed_command([packed])
-            return await connection.read_response()
-        except redis.exceptions.ResponseError:
-            raise
-        except BaseException:
-            await connection.disconnect()
-            raise
-        finally:
-            await pool.release(connection)
+        return [
+            await connections.script(*_batch_wire(request, self._scripts)) for request in requests
+        ]
 
     async def _send_tolerated(self, request: redis_plan.Request) -> Any:
         try:

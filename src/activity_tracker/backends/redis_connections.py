@@ -16,7 +16,8 @@ calls:
 - an idle connection the server closed meanwhile (a Redis restart, an idle timeout) fails
   the call that takes it with a connection error, as it would fail the pool's check: the
   call is then sent as redis-py sends any command, on that connection reconnected and under
-  its retry policy (the only request sent here, a ``track()``, is safe to repeat);
+  its retry policy (the requests sent here, ``track()`` and the batches of ``track_many()``,
+  are safe to repeat: tracking the same events again changes nothing);
 - a forked child never uses its parent's connections (they are forgotten, not closed), and
   a capped pool lends at most a sixteenth of its connections;
 - ``close()`` gives the idle connections back to the pool (so does garbage collection, for
@@ -37,6 +38,9 @@ import redis.exceptions
 MAX_IDLE = 4
 #: Of a pool capped at ``max_connections``, at most this share is kept idle here.
 _SHARE = 16
+#: asyncio's default high-water mark of a transport's write buffer: a request no larger,
+#: written to an empty buffer, never makes the writer wait.
+_UNWAITED_BYTES = 64 * 1024
 
 
 class _Idle:
@@ -194,10 +198,14 @@ async def _write(connection: Any, packed: list[bytes]) -> None:
     task per call (``asyncio.wait_for``), costing more than the rest of a ``track()``: a
     request of a few hundred bytes, on a connection with no other request in flight, fits
     in the transport's buffer, so writing it never waits (its reply is read under the
-    socket timeout). A connection without redis-py's stream writer, or with health checks,
-    is sent to the usual way."""
+    socket timeout). A larger request (a batch), a connection without redis-py's stream
+    writer, or one with health checks, is sent the usual way."""
     writer = getattr(connection, "_writer", None)
-    if writer is None or connection.health_check_interval:
+    if (
+        writer is None
+        or connection.health_check_interval
+        or sum(map(len, packed)) > _UNWAITED_BYTES
+    ):
         await connection.send_packed_command(packed)
         return
     try:

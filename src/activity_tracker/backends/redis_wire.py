@@ -1,4 +1,6 @@
-"""The per-event request as RESP bytes (the Redis protocol), encoded here once. No I/O here.
+"""Requests as RESP bytes (the Redis protocol), for a connection's ``send_packed_command``:
+the per-event request, its repeating part encoded once, and a batch's, its ids encoded once.
+No I/O here.
 
 ``track()`` runs once per event, and redis-py spends longer encoding a ``track.lua`` call (a
 dozen keys and arguments) than the rest of the call's Python. Successive calls mostly repeat
@@ -14,7 +16,7 @@ from typing import Any
 
 from ..arguments import Activity
 from ..keys import KeySchema, id_hash
-from .redis_plan import TRACK_TAIL_LENGTH, track_fixed, track_tail
+from .redis_plan import TRACK_TAIL_LENGTH, ScriptCall, Spread, track_fixed, track_tail
 
 # Prefixes kept; the oldest are forgotten all at once when there are more (a race only
 # encodes one again).
@@ -30,6 +32,23 @@ def bulk(value: str | bytes | int) -> bytes:
 def command(*args: str | bytes | int) -> list[bytes]:
     """Any command, for a connection's ``send_packed_command``."""
     return [b"*%d\r\n" % len(args) + b"".join(bulk(arg) for arg in args)]
+
+
+def script_call(call: ScriptCall, sha: str) -> list[bytes]:
+    """The ``EVALSHA`` of ``call`` (a batch's: ``track_many.lua``), each :class:`.Spread` of
+    its arguments as the ids of its run, which encodes them once for every call taking them."""
+    parts = [b"", bulk("EVALSHA"), bulk(sha), bulk(len(call.keys))]
+    parts += map(bulk, call.keys)
+    count = 3 + len(call.keys)
+    for arg in call.args:
+        if isinstance(arg, Spread):
+            parts.append(arg.run.encoded())
+            count += len(arg.run)
+        else:
+            parts.append(bulk(arg))
+            count += 1
+    parts[0] = b"*%d\r\n" % count
+    return [b"".join(parts)]
 
 
 class TrackWire:
