@@ -68,6 +68,17 @@ def test_collapse_and_lookup_work_at_both_ends_of_the_calendar(make_tracker):
         tracker.lookup_daily(start=FIRST, end=LAST)
 
 
+def test_rolling_windows_of_the_calendars_first_days_hold_the_days_there_are(make_tracker):
+    tracker = make_tracker(rolling=(7,))
+    tracker.track(id=1, date=FIRST)
+    tracker.track(id=2, date=D(1, 1, 2))
+    tracker.collapse(date=D(1, 1, 3), max_periods=2)  # stores the windows ending on both days
+    assert tracker.lookup_rolling(7, FIRST, D(1, 1, 3)) == [
+        (FIRST, {None: 1}),
+        (D(1, 1, 2), {None: 2}),
+    ]
+
+
 @pytest.mark.parametrize("day", [FIRST, LAST, datetime.datetime.max.replace(tzinfo=UTC)])
 def test_tracking_the_first_and_last_days_works_or_names_the_date(make_tracker, day):
     tracker = make_tracker(periods=["daily", "weekly", "monthly", "yearly"], timezone="UTC")

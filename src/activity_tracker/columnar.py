@@ -162,6 +162,7 @@ class Columns:
         )
 
     def slice(self, start: int, length: int) -> Columns:
+        """Rows ``start`` to ``start + length`` (a zero-copy view of each column)."""
         return Columns(
             *(
                 column.slice(start, length)

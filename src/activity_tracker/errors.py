@@ -37,6 +37,7 @@ class AggregateBucketError(ActivityTrackerError, ValueError):
 
     @classmethod
     def tracked_into(cls, argument: str, bucket: object, period: Period) -> AggregateBucketError:
+        """``track()`` into (or, ``argument`` ``old_bucket``, out of) an aggregate of ``period``."""
         action = "moving an id out of" if argument == "old_bucket" else "tracking into"
         return cls(
             f"{argument}: {bucket!r} is an aggregate in the {period.kind} period of "
@@ -45,6 +46,7 @@ class AggregateBucketError(ActivityTrackerError, ValueError):
 
     @classmethod
     def named_like_a_bucket(cls, name: object, period: Period) -> AggregateBucketError:
+        """An aggregate named like a bucket tracked (or moved out of) in ``period``."""
         return cls(
             f"aggregate_buckets: {name!r} is a bucket used in the {period.kind} period of "
             f"{period.start}; an aggregate needs a name of its own"
@@ -52,6 +54,7 @@ class AggregateBucketError(ActivityTrackerError, ValueError):
 
     @classmethod
     def counting_itself(cls, name: object, period: Period) -> AggregateBucketError:
+        """An aggregate whose sources, through stored aggregates, include itself."""
         return cls(
             f"aggregate_buckets: {name!r} would count itself through the aggregates of the "
             f"{period.kind} period of {period.start}"
@@ -59,15 +62,16 @@ class AggregateBucketError(ActivityTrackerError, ValueError):
 
 
 class RawDataExpiredError(ValueError):
-    """A rolling window, ``count()`` or ``retention()`` needs the raw data (sketches and id
-    changes) of a period whose raw data has expired: ``period`` names it. Raw data is kept
-    for the tracker's ``retention`` after a period ends; what was collapsed stays."""
+    """A computed rolling window, ``count()``, ``retention()`` or ``measure()`` needs the raw
+    data (sketches and id changes) of a period whose raw data has expired: ``period`` names
+    it. Raw data is kept for the tracker's ``retention`` after a period ends; what was
+    collapsed stays."""
 
     def __init__(self, period: Period) -> None:
         super().__init__(
             f"the raw data of the {period.kind} period of {period.start} has expired (raw "
             "sketches are kept for the tracker's retention after a period ends): rolling "
-            "windows that were not stored, count() and retention() cannot cover it"
+            "windows that were not stored, count(), retention() and measure() cannot cover it"
         )
         self.period = period
 

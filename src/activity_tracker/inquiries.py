@@ -31,10 +31,12 @@ Definitions = Mapping[Bucket, tuple[Bucket, ...]]
 
 
 def window(last_day: datetime.date, days: int) -> tuple[Period, ...]:
-    """The daily periods of the window of ``days`` days ending with ``last_day``, in order."""
-    return tuple(
-        Period(DAILY, last_day - datetime.timedelta(days=back)) for back in range(days - 1, -1, -1)
-    )
+    """The daily periods of the window of ``days`` days ending with ``last_day``, in order.
+    Days before ``date.min`` hold no events: a window ending in the calendar's first days
+    is the days it has."""
+    back = min(days - 1, (last_day - datetime.date.min).days)
+    first = last_day - datetime.timedelta(days=back)
+    return tuple(Period(DAILY, first + datetime.timedelta(days=n)) for n in range(back + 1))
 
 
 def _spanned(windows: Sequence[tuple[Period, ...]]) -> tuple[Period, ...]:

@@ -177,9 +177,11 @@ class KeySchema:
         return f"{self.prefix}:{{{period.tag}}}:{name}"
 
     def reg(self, period: Period) -> str:
+        """The period's registry (hash)."""
         return self._period_key(period, "reg")
 
     def chg(self, period: Period) -> str:
+        """The period's change records (hash)."""
         return self._period_key(period, "chg")
 
     def hll_prefix(self, period: Period) -> str:
@@ -188,9 +190,11 @@ class KeySchema:
         return self._period_key(period, "hll:")
 
     def hll(self, period: Period, bucket_code: str) -> str:
+        """The sketch of the bucket (or aggregate) of code ``bucket_code`` in the period."""
         return self.hll_prefix(period) + bucket_code
 
     def counts(self, period: Period) -> str:
+        """The period's collapsed counts (hash, kept for good)."""
         return self._period_key(period, "counts")
 
     def batch_scratch(self, period: Period) -> str:

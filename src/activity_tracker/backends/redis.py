@@ -113,7 +113,11 @@ def _unpipelinable(requests: list[redis_plan.Request], cluster: bool) -> bool:
     return cluster and any(isinstance(r, redis_plan.ScriptCall) for r in requests)
 
 
-# Scripts by name: (source, the SHA1 by which EVALSHA names it).
+# Scripts by name: (source, the SHA1 by which EVALSHA names it). Not redis-py's
+# register_script(): a pipeline holding its Script objects sends SCRIPT EXISTS before every
+# execute (one more round trip for each collapse and read), and its calls cannot be
+# pre-encoded (track(), batches). Here a call is an EVALSHA; one the server answers NOSCRIPT
+# is sent again after a SCRIPT LOAD.
 _Scripts = Mapping[str, tuple[str, str]]
 
 

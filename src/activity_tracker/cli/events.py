@@ -247,11 +247,6 @@ class LogReader:
         self.unknown_keys: Counter[str] = Counter()
 
     @property
-    def settled(self) -> bool:
-        """Whether the format, and for CSV the header row, are known."""
-        return self.format == JSONL or (self.format == CSV and self._header_checked)
-
-    @property
     def csv_columns(self) -> tuple[tuple[str, ...], tuple[tuple[int, str], ...]] | None:
         """Once the file is known to be CSV and its header row (if any) was read: the names
         of the columns of the rows to come (the header's, or :data:`COLUMNS` by position)
