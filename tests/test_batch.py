@@ -214,7 +214,7 @@ def test_a_batch_after_another_clients_id_changes_is_sent_again_and_stays_exact(
     client = redis.Redis.from_url(redis_url, connection_class=CountingConnection)
     mine = ActivityTracker(client=client, prefix=prefix)
     theirs = make_tracker(prefix=prefix)
-    one = make_tracker(prefix=f"{prefix}-one")
+    one = make_tracker(prefix=f"{prefix}:one")  # under the prefix the test deletes
     for tracker in (mine, one):
         tracker.track_many([("u1", "auth", "s1", "anon", DAY)])
     # Another client moves s2: what mine knows of the day's records is out of date.
