@@ -1,7 +1,8 @@
 """The suite may run against a dedicated db of a shared server (``REDIS_URL=redis://host:6379/9
 pytest``, as CI does): the tests that send server-wide commands send them only to servers they
 started, and close only their own connections, so everyone else on ``REDIS_URL``'s server
-keeps their connections, keys, scripts and configuration.
+keeps their connections, keys, scripts and configuration; and each test deletes the keys it
+wrote in ``REDIS_URL``'s db.
 
 Checked by running those test modules (found by the commands they contain) against a
 throwaway server standing in for the shared one, with a bystander on it.
@@ -22,9 +23,12 @@ import redis
 from redis_server import start_redis_server, stop_redis_server
 
 TESTS = Path(__file__).resolve().parent
+# Server-wide commands, as redis-py methods or raw, and redis_server.py's helper that sends
+# CLIENT KILL.
 SERVER_WIDE = re.compile(
     r"\.(client_kill|client_pause|flushall|flushdb|config_set|config_resetstat|script_flush)"
     r'|"(DEBUG|FLUSHALL|FLUSHDB|SHUTDOWN)"|"(CLIENT|CONFIG|SCRIPT)", "(KILL|PAUSE|SET|FLUSH)"'
+    r"|close_connections_named\("
 )
 # Commands that reach beyond one's own connections and keys (Redis 7 counts subcommands
 # apart). CLIENT KILL is not among them: closing one's own connections is fine, and the
@@ -61,7 +65,8 @@ def shared_server(tmp_path: Path) -> Iterator[str]:
 
 def test_the_suite_leaves_others_alone_on_a_shared_server(shared_server):
     modules = modules_sending_server_wide_commands()
-    assert any(name.endswith("test_timeouts.py") for name in modules)  # the pattern finds them
+    names = {Path(module).name for module in modules}
+    assert {"test_batch.py", "test_timeouts.py"} <= names  # the pattern finds them
     bystander = redis.Redis.from_url(shared_server, client_name="bystander")
     bystander.set("theirs", "kept")
     script = bystander.script_load("return 1")
@@ -87,4 +92,7 @@ def test_the_suite_leaves_others_alone_on_a_shared_server(shared_server):
     stats = admin.info("commandstats")
     assert [name for name in FORBIDDEN_STATS if name in stats] == []
     admin.close()
+    left = redis.Redis.from_url(ours)
+    assert left.keys() == []  # each test deleted what it wrote
+    left.close()
     bystander.close()
