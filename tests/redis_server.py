@@ -191,6 +191,16 @@ def wait_until_asleep(url: str, asleep: threading.Thread) -> None:
             probe.close()
 
 
+def close_connections_named(admin: redis.Redis, name: str) -> int:
+    """Close, as Redis does on a restart or an idle timeout, the connections named ``name``
+    (a client made from a URL ending ``?client_name=NAME``), and no one else's: the number
+    closed."""
+    ids = [client["id"] for client in admin.client_list() if client["name"] == name]
+    for client_id in ids:
+        admin.client_kill_filter(_id=client_id)
+    return len(ids)
+
+
 # A three-node cluster's slots, one range per node.
 SLOT_RANGES = [(0, 5460), (5461, 10922), (10923, 16383)]
 

@@ -27,6 +27,7 @@ from activity_tracker.backends import redis_plan
 from activity_tracker.batch import ActivityChecker, PendingEvents
 from activity_tracker.keys import KeySchema, encode_bucket, id_hash
 from activity_tracker.periods import Period
+from redis_server import close_connections_named
 from test_redis_backend import CountingConnection, round_trips
 
 DAY = datetime.date(2024, 1, 10)
@@ -213,7 +214,7 @@ def test_a_batch_after_another_clients_id_changes_is_sent_again_and_stays_exact(
     client = redis.Redis.from_url(redis_url, connection_class=CountingConnection)
     mine = ActivityTracker(client=client, prefix=prefix)
     theirs = make_tracker(prefix=prefix)
-    one = make_tracker()  # a prefix of its own, under this test's (deleted after it)
+    one = make_tracker(prefix=f"{prefix}:one")  # under the prefix the test deletes
     for tracker in (mine, one):
         tracker.track_many([("u1", "auth", "s1", "anon", DAY)])
     # Another client moves s2: what mine knows of the day's records is out of date.
@@ -306,13 +307,6 @@ def test_async_batch_counts_like_track(redis_url, prefix):
     assert asyncio.run(scenario()) == [(DAY, {"anon": 4, "auth": 2})]
 
 
-def _close_connections_named(admin: redis.Redis, name: str) -> None:
-    """Close, as Redis does on a restart or an idle timeout, the connections named ``name``."""
-    for client in admin.client_list():
-        if client["name"] == name:
-            admin.client_kill_filter(_id=client["id"])
-
-
 def test_a_batch_after_redis_closed_the_connection_is_sent_again(redis_url, prefix):
     # A batch goes out on the connections track() keeps between calls: one Redis closed
     # meanwhile costs no batch, sync or asyncio, as for every other call.
@@ -320,13 +314,13 @@ def test_a_batch_after_redis_closed_the_connection_is_sent_again(redis_url, pref
     admin = redis.Redis.from_url(redis_url, decode_responses=True)
     tracker = ActivityTracker(url=url, prefix=f"{prefix}:sync")
     tracker.track_many([{"id": "a", "date": DAY}])
-    _close_connections_named(admin, prefix)
+    assert close_connections_named(admin, prefix)
     tracker.track_many([{"id": "b", "date": DAY}])
 
     async def scenario():
         async with AsyncActivityTracker(url=url, prefix=f"{prefix}:async") as async_tracker:
             await async_tracker.track_many([{"id": "a", "date": DAY}])
-            _close_connections_named(admin, prefix)
+            assert close_connections_named(admin, prefix)
             await async_tracker.track_many([{"id": "b", "date": DAY}])
             await async_tracker.collapse(date=NEXT_DAY)
             return await async_tracker.lookup_daily(**ONE_DAY)

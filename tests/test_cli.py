@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from activity_tracker.cli import cli
 from activity_tracker.cli.demo import ExactCounts, synthetic_events
 from activity_tracker.cli.events import BadLine, Event, LogReader, format_csv_line, parse_timestamp
-from activity_tracker.embedded import release, url_for_path
+from activity_tracker.embedded import path_from_url, release, url_for_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -367,6 +367,21 @@ def test_usage_errors_exit_2(tmp_path: Path, embedded_url: str) -> None:
     late_start = ["report", "--start", "2024-04-15", "--end", "2024-04-08"]
     assert run(["--url", embedded_url, *late_start]).exit_code == 2
     assert run(["--url", embedded_url, "--prefix", "a{b}", "report"]).exit_code == 2
+
+
+@pytest.mark.parametrize("command", ["report", "retention", "demo"])
+def test_plot_to_a_file_of_no_chart_format_is_refused_before_any_work(
+    command: str, embedded_url: str, tmp_path: Path
+) -> None:
+    chart = tmp_path / "chart.txt"
+    result = run(["--url", embedded_url, command, "--plot", str(chart)])
+    assert result.exit_code == 2
+    assert "'--plot'" in result.stderr
+    assert "name it .png, .svg or .pdf" in result.stderr
+    assert result.stdout == ""  # demo generated no events, nothing was counted
+    assert "generated" not in result.stderr
+    assert not chart.exists()
+    assert not path_from_url(embedded_url).exists()
 
 
 def test_resume_hint_names_the_files_left(embedded_url: str, tmp_path: Path) -> None:

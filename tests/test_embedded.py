@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,7 @@ from activity_tracker.embedded import (
     release,
     url_for_path,
 )
+from redis_server import start_redis_server, stop_redis_server
 from test_rolling import read_unions
 
 
@@ -161,6 +163,50 @@ def test_a_file_that_is_not_redis_data_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not an RDB file\n" * 10)
     with pytest.raises(EmbeddedRedisError, match="exited with code"):
         embedded_client(path)
+
+
+@pytest.fixture
+def written_by_redis_7(tmp_path: Path) -> Iterator[Path]:
+    """A store file written (SAVE) by the ``redis-server`` on ``PATH``, Redis 7 here and in CI:
+    a format the wheel's Redis 6.2 cannot load."""
+    work = tmp_path / "redis7"
+    process, url = start_redis_server(work, extra_args=["--dbfilename", "store.db"])
+    try:
+        client = redis.Redis.from_url(url)
+        client.set("written-by", "redis 7")
+        client.save()
+        client.close()
+    finally:
+        stop_redis_server(process)
+    path = work / "store.db"
+    assert int(path.read_bytes()[5:9]) >= 10, "this test needs Redis 7 or newer on PATH"
+    yield path
+    release(path)
+
+
+def test_a_store_written_by_a_newer_redis_is_opened_with_the_redis_server_on_path(
+    written_by_redis_7: Path,
+) -> None:
+    client = embedded_client(written_by_redis_7)
+    try:
+        assert client.get("written-by") == b"redis 7"
+        assert int(client.info("server")["redis_version"].split(".")[0]) >= 7
+    finally:
+        client.close()
+
+
+def test_a_store_no_redis_server_here_can_read_is_a_clear_error(
+    written_by_redis_7: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # the wheel's Redis 6.2 alone
+    before = written_by_redis_7.read_bytes()
+    with pytest.raises(EmbeddedRedisError) as caught:
+        embedded_client(written_by_redis_7)
+    message = str(caught.value)
+    assert f"cannot open the embedded store {written_by_redis_7}: " in message
+    assert re.search(r"RDB format 1\d, written by Redis 7\.\d+\.\d+", message), message
+    assert f"{redis_server_binary()} is Redis 6.2." in message
+    assert written_by_redis_7.read_bytes() == before
 
 
 def test_a_socket_path_too_long_goes_to_the_temporary_directory(tmp_path: Path) -> None:

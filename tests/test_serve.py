@@ -87,17 +87,72 @@ def test_weekly_and_monthly_periods_due():
     assert [str(p.start) for p in months] == ["2024-03-01"]
 
 
+def daily_counts(tracker: ActivityTracker, day: datetime.date) -> dict[str | None, int]:
+    [(_, found)] = tracker.lookup_daily(day, day + datetime.timedelta(days=1), ["web"])
+    return found
+
+
+@pytest.mark.parametrize(
+    ("now", "late", "due"),
+    [
+        # The 10th was collapsed; at noon on the 11th, the days that ended less than two
+        # days ago are due again: the 9th (ended 36 hours ago) and the 10th.
+        (berlin(2024, 4, 11, 12), 2 * DAY, ["2024-04-09", "2024-04-10"]),
+        (berlin(2024, 4, 11, 12), 0, []),
+        # Past midnight the 11th joins (collapsed for the first time) and the 9th, ended more
+        # than two days ago, is left alone.
+        (berlin(2024, 4, 12, 0, 10), 2 * DAY, ["2024-04-10", "2024-04-11"]),
+    ],
+)
+def test_the_days_due_again_for_late_events(now, late, due):
+    found = periods_due("daily", BERLIN, now, 300, 35 * DAY, daily("2024-04-10"), late)
+    assert [str(p.start) for p in found] == due
+
+
+def test_the_schedule_collapses_recent_days_again_every_hour_for_late_events(
+    redis_url, prefix, caplog
+):
+    tracker = ActivityTracker(url=redis_url, prefix=prefix, timezone="Europe/Berlin")
+    day = datetime.date(2024, 4, 10)
+    tracker.track(id="a", bucket="web", date=day)
+    schedule = CollapseSchedule(tracker, ["daily"], delay=300, retention=35 * DAY, late=2 * DAY)
+    with caplog.at_level(logging.INFO, logger="activity_tracker.serve"):
+        now = schedule.step(berlin(2024, 4, 11, 0, 5))  # the catch-up, the 10th included
+        assert daily_counts(tracker, day) == {"web": 1}
+        assert now == berlin(2024, 4, 11, 1, 5)  # an hour on, not the next midnight
+        tracker.track(id="b", bucket="web", date=day)  # late: the 10th was collapsed
+        now = schedule.step(now)
+        assert daily_counts(tracker, day) == {"web": 2}
+        # Three more days on the schedule's own clock, hour by hour; a late event for the
+        # 10th arriving once it ended more than two days ago is too late.
+        steps = 0
+        while now < berlin(2024, 4, 14, 0, 5):
+            if berlin(2024, 4, 13, 0, 30) <= now < berlin(2024, 4, 13, 1, 30):
+                tracker.track(id="c", bucket="web", date=day)
+            now = schedule.step(now)
+            steps += 1
+            assert steps <= 3 * 24, "the schedule wakes more often than hourly"
+    assert daily_counts(tracker, day) == {"web": 2}
+    lines = [r.getMessage() for r in caplog.records if r.name == "activity_tracker.serve"]
+    assert "to 2024-04-10 (36 periods)" in lines[0]  # 35 days and the hour DST took
+    spans = [
+        int(m.group(1)) if (m := re.search(r"\((\d+) periods\)", line)) else 1 for line in lines[1:]
+    ]
+    assert len(spans) == steps + 1  # one collapse an hour
+    assert max(spans) <= 3  # of the days that ended less than two days ago, never all history
+    tracker.close()
+
+
 def test_the_schedule_collapses_each_day_soon_after_it_ends(redis_url, prefix, caplog):
     tracker = ActivityTracker(url=redis_url, prefix=prefix, timezone="Europe/Berlin")
     day = datetime.date(2024, 4, 10)
     for user in ("a", "b", "c"):
         tracker.track(id=user, bucket="web", date=day)
     tracker.track(id="a", bucket="web", date=day - datetime.timedelta(days=20))
-    schedule = CollapseSchedule(tracker, ["daily"], delay=300, retention=35 * DAY)
+    schedule = CollapseSchedule(tracker, ["daily"], delay=300, retention=35 * DAY, late=0)
 
     def counts(when: datetime.date) -> dict[str | None, int]:
-        [(_, found)] = tracker.lookup_daily(when, when + datetime.timedelta(days=1), ["web"])
-        return found
+        return daily_counts(tracker, when)
 
     with caplog.at_level(logging.INFO, logger="activity_tracker.serve"):
         # Late on the 10th: the catch-up collapses the 35 days before it, not the 10th.
@@ -123,7 +178,7 @@ def test_a_bad_aggregate_is_logged_and_the_schedule_goes_on(redis_url, prefix, c
     day = datetime.date(2024, 4, 10)
     tracker.track(id="a", bucket="web", date=day)
     schedule = CollapseSchedule(
-        tracker, ["daily"], aggregates={"web": ["app"]}, delay=0, retention=DAY
+        tracker, ["daily"], aggregates={"web": ["app"]}, delay=0, retention=DAY, late=0
     )
     with caplog.at_level(logging.INFO, logger="activity_tracker.serve"):
         assert schedule.step(berlin(2024, 4, 11, 1)) == berlin(2024, 4, 12)
@@ -281,3 +336,13 @@ def test_a_bad_listen_address_is_a_usage_error(listen):
     result = CliRunner().invoke(cli, ["serve", "--listen", listen])
     assert result.exit_code == 2
     assert "is not HOST:PORT" in result.output
+
+
+def test_late_beyond_the_retention_is_a_usage_error():
+    from click.testing import CliRunner
+
+    from activity_tracker.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--retention", "7", "--late", "8"])
+    assert result.exit_code == 2
+    assert "--late: 8 days is beyond --retention (7 days)" in result.output

@@ -23,9 +23,7 @@ import redis
 from activity_tracker import ActivityTracker, AsyncActivityTracker, BackendConnectionError
 from activity_tracker.embedded import embedded_client, release
 from activity_tracker.timeouts import DEFAULT_SOCKET_CONNECT_TIMEOUT, DEFAULT_SOCKET_TIMEOUT
-from redis_server import (
-    wait_until_asleep,
-)
+from redis_server import close_connections_named, wait_until_asleep
 from silent_server import WATCHDOG_SECONDS, finishing
 
 DAY = datetime.date(2024, 1, 10)
@@ -216,16 +214,19 @@ def test_a_redis_that_stops_answering_gives_up_without_sending_twice(sleepy_redi
 def test_a_connection_the_server_dropped_is_replaced_without_failing_a_call(redis_url, prefix):
     """The one retry: a pooled connection closed by Redis (a restart, an idle timeout, a
     proxy) costs no call, sync or asyncio."""
-    admin = redis.Redis.from_url(redis_url)
-    tracker = ActivityTracker(url=redis_url, prefix=prefix)
+    # Only the tracker's own connections are closed (by their name): on a shared server,
+    # everyone else's stay open.
+    url = f"{redis_url}?client_name={prefix}"
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    tracker = ActivityTracker(url=url, prefix=prefix)
     tracker.track(id=1, date=DAY)
-    admin.client_kill_filter(_type="normal", skipme=True)
+    assert close_connections_named(admin, prefix)
     tracker.track(id=2, date=DAY)
 
     async def scenario() -> None:
-        async with AsyncActivityTracker(url=redis_url, prefix=prefix) as async_tracker:
+        async with AsyncActivityTracker(url=url, prefix=prefix) as async_tracker:
             await async_tracker.track(id=3, date=DAY)
-            admin.client_kill_filter(_type="normal", skipme=True)
+            assert close_connections_named(admin, prefix)
             await async_tracker.track(id=4, date=DAY)
 
     asyncio.run(scenario())

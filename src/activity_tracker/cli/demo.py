@@ -24,6 +24,7 @@ from ..keys import Bucket
 from ..periods import Period
 from ..tracker import ActivityTracker
 from . import ingestion as _ingest
+from . import plot_option
 from .events import Event, format_csv_line
 from .reporting import SIGMAS, bucket_label, error_bound
 
@@ -198,12 +199,7 @@ def _exact_memory(client: redis.Redis, exact: ExactCounts, pairs: list[tuple[Per
     help="First day of the log.",
 )
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
-@click.option(
-    "--plot",
-    metavar="FILE.png",
-    type=click.Path(dir_okay=False, writable=True),
-    help="Save a chart of the daily estimates (±2σ bands) with the exact counts as crosses.",
-)
+@plot_option("a chart of the daily estimates (±2σ bands) with the exact counts as crosses")
 @click.pass_obj
 def demo(settings: object, users: int, days: int, start: str, seed: int, plot: str | None) -> None:
     """See the tracker at work on a synthetic log, against exact counts.

@@ -37,6 +37,9 @@ log = logging.getLogger("activity_tracker.serve")
 DEFAULT_LISTEN = "127.0.0.1:9466"
 DEFAULT_DELAY = 300.0
 DEFAULT_RETENTION_DAYS = 35.0
+DEFAULT_LATE_DAYS = 2.0
+#: How often the periods that ended less than ``late`` ago are collapsed again.
+LATE_INTERVAL = 3600.0
 MAX_BACKOFF = 60.0
 #: The longest sleep: the clock is read again after it, so a suspended machine or a clock
 #: change delays a collapse by at most this.
@@ -57,19 +60,21 @@ def periods_due(
     delay: float,
     retention: float,
     done: Period | None,
+    late: float = 0.0,
 ) -> list[Period]:
     """The periods of ``kind`` to collapse at epoch time ``now``, oldest first.
 
-    Those that ended at least ``delay`` seconds ago and come after ``done`` (the last one
-    collapsed; ``None`` at start), going back no further than ``retention`` seconds (older raw
-    data has expired), but always the latest one.
+    Those that ended at least ``delay`` seconds ago and either come after ``done`` (the last
+    one collapsed; ``None`` at start) or ended less than ``late`` seconds ago (collapsed again,
+    for late events), going back no further than ``retention`` seconds (older raw data has
+    expired), but always the latest one.
     """
     today = datetime.datetime.fromtimestamp(now, timezone).date()
     period = Period.containing(kind, today).previous()
     while end_time(period, timezone) + delay > now:
         period = period.previous()
     due: list[Period] = []
-    while done is None or period.start > done.start:
+    while done is None or period.start > done.start or end_time(period, timezone) + late > now:
         if due and end_time(period, timezone) + retention <= now:
             break
         due.append(period)
@@ -89,9 +94,11 @@ class CollapseSchedule:
 
     The first step catches up: every period whose raw data may still exist (``retention``
     seconds). Later steps collapse each period ``delay`` seconds after it ends in the
-    tracker's time zone, and any it missed (a suspended machine). A store that cannot be
-    reached is retried with backoff (1 s, doubling, at most 60 s); any other error is logged
-    and the schedule goes on. One log line per collapse.
+    tracker's time zone, and any it missed (a suspended machine); and every
+    :data:`LATE_INTERVAL` seconds, again those that ended less than ``late`` seconds ago, so
+    that events tracked late for them are counted (``late=0``: each period once). A store
+    that cannot be reached is retried with backoff (1 s, doubling, at most 60 s); any other
+    error is logged and the schedule goes on. One log line per collapse.
     """
 
     def __init__(
@@ -103,6 +110,7 @@ class CollapseSchedule:
         aggregates: dict[str, list[Bucket]] | None = None,
         delay: float = DEFAULT_DELAY,
         retention: float = DEFAULT_RETENTION_DAYS * 86400,
+        late: float = DEFAULT_LATE_DAYS * 86400,
     ) -> None:
         self.tracker = tracker
         self.kinds = tuple(kinds)
@@ -110,7 +118,10 @@ class CollapseSchedule:
         self.aggregates = aggregates
         self.delay = delay
         self.retention = retention
+        self.late = late
         self.done: dict[str, Period | None] = dict.fromkeys(self.kinds)
+        #: When each kind's recent periods are next collapsed again.
+        self.late_at: dict[str, float] = dict.fromkeys(self.kinds, 0.0)
         #: The epoch time of each kind's last successful collapse (0: none yet).
         self.collapsed_at: dict[str, float] = dict.fromkeys(self.kinds, 0.0)
         self._backoff = 0.0
@@ -119,41 +130,51 @@ class CollapseSchedule:
         """Collapse whatever is due at epoch time ``now``; return when to step next."""
         timezone = self.tracker.timezone
         for kind in self.kinds:
-            due = periods_due(kind, timezone, now, self.delay, self.retention, self.done[kind])
-            if not due:
-                continue
-            began = time.perf_counter()
-            try:
-                self.tracker.collapse(
-                    buckets=self.buckets,
-                    aggregate_buckets=self.aggregates,
-                    date=due[-1].end,
-                    max_periods=len(due),
-                    periods=[kind],
-                )
-            except BackendConnectionError as exc:
-                self._backoff = min(self._backoff * 2 or 1.0, MAX_BACKOFF)
-                log.warning(
-                    "cannot collapse %s: %s; retrying in %gs", _span(kind, due), exc, self._backoff
-                )
-                return now + self._backoff
-            except (ActivityTrackerError, ValueError, TypeError) as exc:
-                log.error(
-                    "collapse of %s failed: %s; going on with the next period",
-                    _span(kind, due),
-                    " ".join(str(exc).split()),
-                )
-            else:
-                log.info("collapsed %s in %.2fs", _span(kind, due), time.perf_counter() - began)
-                self.collapsed_at[kind] = time.time()
-            self.done[kind] = due[-1]
+            late = self.late if now >= self.late_at[kind] else 0.0
+            due = periods_due(
+                kind, timezone, now, self.delay, self.retention, self.done[kind], late
+            )
+            if due:
+                began = time.perf_counter()
+                try:
+                    self.tracker.collapse(
+                        buckets=self.buckets,
+                        aggregate_buckets=self.aggregates,
+                        date=due[-1].end,
+                        max_periods=len(due),
+                        periods=[kind],
+                    )
+                except BackendConnectionError as exc:
+                    self._backoff = min(self._backoff * 2 or 1.0, MAX_BACKOFF)
+                    log.warning(
+                        "cannot collapse %s: %s; retrying in %gs",
+                        _span(kind, due),
+                        exc,
+                        self._backoff,
+                    )
+                    return now + self._backoff
+                except (ActivityTrackerError, ValueError, TypeError) as exc:
+                    log.error(
+                        "collapse of %s failed: %s; going on with the next period",
+                        _span(kind, due),
+                        " ".join(str(exc).split()),
+                    )
+                else:
+                    log.info("collapsed %s in %.2fs", _span(kind, due), time.perf_counter() - began)
+                    self.collapsed_at[kind] = time.time()
+                self.done[kind] = due[-1]
+            if late:
+                self.late_at[kind] = now + LATE_INTERVAL
         self._backoff = 0.0
-        # Every kind has a last period now: the next one to end is the one after it.
-        return min(
-            end_time(done.next(), timezone) + self.delay
-            for done in self.done.values()
-            if done is not None
-        )
+        # Every kind has a last period now: the next one to end is the one after it; and
+        # while that last one ended less than ``late`` ago, the next collapse of it again.
+        wakes = []
+        for kind, done in self.done.items():
+            if done is not None:
+                wakes.append(end_time(done.next(), timezone) + self.delay)
+                if self.late and end_time(done, timezone) + self.late > self.late_at[kind]:
+                    wakes.append(self.late_at[kind])
+        return min(wakes)
 
     def run(self, stop: threading.Event) -> None:
         """Step until ``stop`` is set, sleeping in between."""
@@ -204,7 +225,7 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> t
     default=DEFAULT_DELAY,
     show_default=True,
     metavar="SECONDS",
-    help="Collapse each period this long after it ends, for late events.",
+    help="Collapse each period this long after it ends.",
 )
 @click.option(
     "--retention",
@@ -214,6 +235,15 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> t
     metavar="DAYS",
     help="The tracker's retention of raw data: at start, serve catches up every period that "
     "ended less than this long ago. Use the retention your application's tracker has.",
+)
+@click.option(
+    "--late",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_LATE_DAYS,
+    show_default=True,
+    metavar="DAYS",
+    help="Collapse each period again every hour until it ended this long ago, so that events "
+    "tracked late for it are counted (0: once; at most --retention).",
 )
 @click.option(
     "--rolling",
@@ -237,14 +267,16 @@ def serve(
     listen: tuple[str, int],
     delay: float,
     retention: float,
+    late: float,
     rolling: tuple[int, ...],
     no_current: bool,
 ) -> None:
     """Collapse each period soon after it ends and serve /metrics for Prometheus.
 
     At start, catches up every finished period whose raw data is still kept (--retention),
-    then collapses each period --delay seconds after it ends in --timezone, one log line per
-    collapse. A store that cannot be reached is retried with backoff (1 s doubling to 60 s).
+    then collapses each period --delay seconds after it ends in --timezone, and again every
+    hour until it ended --late days ago (late events), one log line per collapse. A store
+    that cannot be reached is retried with backoff (1 s doubling to 60 s).
     /metrics has activity_tracker_active_ids{period,bucket} (the last finished period, as
     collapsed, and the --rolling windows ending yesterday),
     activity_tracker_active_ids_current{period,bucket} (live estimates of the
@@ -259,6 +291,11 @@ def serve(
         raise click.ClickException(
             f"serve needs the prometheus extra: pip install 'activity-tracker[prometheus]' ({exc})"
         ) from exc
+    if late > retention:
+        raise click.BadParameter(
+            f"{late:g} days is beyond --retention ({retention:g} days): older raw data has expired",
+            param_hint="--late",
+        )
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
@@ -280,6 +317,7 @@ def serve(
         aggregates=aggregate_buckets or None,
         delay=delay,
         retention=retention * 86400,
+        late=late * 86400,
     )
     registry = CollectorRegistry()
     registry.register(
