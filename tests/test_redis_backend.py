@@ -362,3 +362,50 @@ def test_counts_stored_by_1x_are_still_read(make_tracker, redis_client, prefix):
     assert tracker.lookup_daily(start=DAY, end=NEXT_DAY) == [(DAY, {None: 7, "web": 120})]
     [(_, estimates)] = tracker.lookup_daily(start=DAY, end=NEXT_DAY, with_error=True)
     assert estimates["web"] == Estimate(120, 120 * STANDARD_ERROR)
+
+
+def write_1x_day(client, schema, day, collapsed):
+    """What 1.x left of a day: s0..s4 in anon, s1 moved out of anon into auth as u1, and,
+    if it collapsed the day, its counts; raw keys without an expiry where it never did."""
+    counts = schema.counts(Period("daily", day))
+    key = counts.removesuffix("counts")  # 1.x's keys of the day: "{prefix}:{P}:" + a name
+    client.pfadd(f"{key}hll:b:anon", *[f"s{n}" for n in range(5)])
+    client.pfadd(f"{key}hll:b:auth", "u1")
+    client.sadd(f"{key}out:b:anon", "s1")
+    client.sadd(f"{key}moved", "s1")
+    client.sadd(f"{key}buckets", "b:anon", "b:auth")
+    client.sadd(f"{key}left", "b:anon")
+    if collapsed:
+        expires = time.time() + 35 * 86400
+        client.hset(counts, mapping={"b:anon": "4", "b:auth": "1", "@expires": expires})
+
+
+def test_periods_tracked_by_1x_count_as_the_upgrade_note_says(make_tracker, redis_client, prefix):
+    # README, "Upgrading from 1.x": 2.x counts a bucket only once it has tracked into it, from
+    # its sketch (1.x's ids included), without 1.x's id changes.
+    tracker = make_tracker(prefix=prefix)
+    collapsed_by_1x, open_at_upgrade = DAY, NEXT_DAY
+    after = NEXT_DAY + datetime.timedelta(days=1)
+    write_1x_day(redis_client, tracker.backend.schema, collapsed_by_1x, collapsed=True)
+    write_1x_day(redis_client, tracker.backend.schema, open_at_upgrade, collapsed=False)
+    buckets = ["anon", "auth"]
+
+    tracker.collapse(date=after, max_periods=2)  # 2.x stores nothing for either day
+    assert tracker.lookup_daily(DAY, after, buckets) == [
+        (collapsed_by_1x, {"anon": 4, "auth": 1}),
+        (open_at_upgrade, {"anon": 0, "auth": 0}),
+    ]
+
+    tracker.track(id="late", bucket="anon", date=collapsed_by_1x)
+    tracker.track(id="new", bucket="anon", date=open_at_upgrade)
+    tracker.collapse(date=after, max_periods=2)
+    # anon: s0..s4 (s1, moved out by 1.x, counts again) and the 2.x id; auth as 1.x left it.
+    assert tracker.lookup_daily(DAY, after, buckets) == [
+        (collapsed_by_1x, {"anon": 6, "auth": 1}),
+        (open_at_upgrade, {"anon": 6, "auth": 0}),
+    ]
+    # The cleanup rule: every raw key 2.x wrote expires; 1.x's sketch of auth, never
+    # collapsed, does not.
+    sketch = tracker.backend.schema.hll
+    assert redis_client.ttl(sketch(Period("daily", open_at_upgrade), "b:anon")) > 0
+    assert redis_client.ttl(sketch(Period("daily", open_at_upgrade), "b:auth")) == -1

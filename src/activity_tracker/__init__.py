@@ -4,6 +4,8 @@
 >>> tracker = ActivityTracker(url="redis://localhost:6379/0")   # doctest: +SKIP
 """
 
+from importlib import metadata
+
 from .backends.base import AsyncBackend, Backend
 from .batch import AsyncBatch, Batch
 from .buffer import BufferedTracker
@@ -19,6 +21,10 @@ from .errors import (
     WrongKeyTypeError,
 )
 from .tracker import ActivityTracker, AsyncActivityTracker
+
+#: The installed distribution's version, which pyproject.toml sets (``activity-tracker
+#: --version`` reads the same).
+__version__ = metadata.version("activity-tracker")
 
 __all__ = [
     "ActivityTracker",

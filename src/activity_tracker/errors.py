@@ -1,8 +1,10 @@
 """The exceptions this library raises, to be caught by meaning.
 
 Bad arguments raise plain :class:`ValueError` or :class:`TypeError` naming the argument, before
-anything is written. Everything that goes wrong in the store derives from
-:class:`ActivityTrackerError` and carries the underlying exception as ``__cause__``.
+anything is written. Every exception class of the library's API derives from
+:class:`ActivityTrackerError` (some also from ``ValueError``, ``TypeError`` or
+``ConnectionError``); one raised for what went wrong in the store carries the underlying
+exception as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ if TYPE_CHECKING:
 
 
 class ActivityTrackerError(Exception):
-    """Base class of the errors raised by the store behind a tracker."""
+    """Base class of every exception class of the library's API: ``except
+    ActivityTrackerError`` catches them all (plain ``ValueError``/``TypeError`` for bad
+    arguments aside)."""
 
 
 class BackendConnectionError(ActivityTrackerError, ConnectionError):
@@ -61,7 +65,7 @@ class AggregateBucketError(ActivityTrackerError, ValueError):
         )
 
 
-class RawDataExpiredError(ValueError):
+class RawDataExpiredError(ActivityTrackerError, ValueError):
     """A computed rolling window, ``count()``, ``retention()`` or ``measure()`` needs the raw
     data (sketches and id changes) of a period whose raw data has expired: ``period`` names
     it. Raw data is kept for the tracker's ``retention`` after a period ends; what was

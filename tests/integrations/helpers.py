@@ -1,8 +1,10 @@
-"""What the middleware tests share: a tracker on the test Redis and today's counts in it."""
+"""What the middleware tests share: a tracker on the test Redis and today's counts in it, and
+a Redis that is down."""
 
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -45,3 +47,16 @@ class SendSpy:
     def _spy(self, **event: object) -> None:
         self.events.append(event)
         self._track(**event)  # type: ignore[arg-type]
+
+
+#: Nothing listens there: a connection is refused at once.
+UNREACHABLE = "redis://127.0.0.1:1/0"
+
+
+def wait_for_a_failed_send(buffered: BufferedTracker) -> None:
+    """Wait until the buffer's thread has tried to send and failed (its events are lost):
+    the next ``track()`` raises that error."""
+    deadline = time.monotonic() + 60
+    while buffered.lost == 0:
+        assert time.monotonic() < deadline, "the buffer never tried to send"
+        time.sleep(0.05)

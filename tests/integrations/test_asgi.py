@@ -7,7 +7,7 @@ import logging
 
 import pytest
 from fastapi import FastAPI, Request
-from helpers import SendSpy, counts_today
+from helpers import SendSpy, counts_today, wait_for_a_failed_send
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware import Middleware
@@ -93,6 +93,18 @@ def test_a_failing_identify_is_logged_and_the_response_stands(buffered, caplog):
         response = client.get("/", headers={"x-user": "erin"})
     assert response.status_code == 200 and response.text == "hello"
     assert "tracking the request failed" in caplog.text and "no session store" in caplog.text
+
+
+def test_with_redis_down_every_request_is_served_and_the_failure_logged(unreachable, caplog):
+    client = TestClient(starlette_app(unreachable))
+    with caplog.at_level(logging.ERROR, logger="activity_tracker"):
+        assert client.get("/", headers={"x-user": "fay"}).text == "hello"  # its send fails
+        wait_for_a_failed_send(unreachable)
+        # Tracking the next request raises the failed send's error: logged, not raised.
+        assert client.get("/", headers={"x-user": "gus"}).text == "hello"
+    assert "sending 1 buffered events failed" in caplog.text
+    assert "tracking the request failed" in caplog.text
+    assert "BackendConnectionError" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import logging
 
 import flask
 import pytest
-from helpers import SendSpy, counts_today
+from helpers import SendSpy, counts_today, wait_for_a_failed_send
 
 from activity_tracker import ActivityTracker
 from activity_tracker.integrations.flask import ActivityTracking
@@ -85,6 +85,20 @@ def test_a_failing_identify_is_logged_and_the_response_stands(buffered, caplog):
         response = app.test_client().get("/?user=eve")
     assert response.status_code == 200 and response.data == b"home"
     assert "tracking the request failed" in caplog.text and "AttributeError" in caplog.text
+
+
+def test_with_redis_down_every_page_is_served_and_the_failure_logged(unreachable, caplog):
+    app = make_app()
+    ActivityTracking(app, tracker=unreachable, identify=identify)
+    client = app.test_client()
+    with caplog.at_level(logging.ERROR, logger="activity_tracker"):
+        assert client.get("/?user=ann").data == b"home"  # kept; its send fails
+        wait_for_a_failed_send(unreachable)
+        # Tracking the next request raises the failed send's error: logged, not raised.
+        assert client.get("/?user=ben").data == b"home"
+    assert "sending 1 buffered events failed" in caplog.text
+    assert "tracking the request failed" in caplog.text
+    assert "BackendConnectionError" in caplog.text
 
 
 def test_bad_arguments_are_refused(buffered):

@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis
 import redis.asyncio
@@ -279,21 +279,23 @@ def _translated_errors() -> Iterator[None]:
         raise _translated(exc) from exc
 
 
-class RedisBackend(Backend):
-    """Stores sketches and counts in Redis (``redis.Redis`` or ``redis.cluster.RedisCluster``).
+_Client = TypeVar("_Client")
 
-    Options: ``url=`` (``redis://``, ``rediss://``, ``unix://``, or ``redis+cluster://`` for a
-    cluster), or ``client=`` (an existing client), or ``host=``/``port=``/``db=`` as in the
-    original library; with none of them, ``$ACTIVITY_TRACKER_URL`` or
-    ``redis://localhost:6379/0``. ``prefix=`` namespaces the keys (default ``activity``);
-    ``retention=`` is how long a period's raw keys live after the later of its end and its
-    first write (a timedelta or seconds, default 35 days).
-    """
+
+class _RedisDriver(Generic[_Client]):
+    """What the sync and asyncio drivers hold, set up in one place from the options (see
+    :class:`RedisBackend`): the key schema and retention, the client (``client=``, one of
+    ``_client_types``, or one made with ``_module``), its scripts, and the per-event path."""
+
+    #: ``redis`` or ``redis.asyncio``: what makes the client when none is given.
+    _module: Any
+    #: What ``client=`` may be.
+    _client_types: tuple[type, ...]
 
     def __init__(
         self,
         url: str | None = None,
-        client: redis.Redis | redis.cluster.RedisCluster | None = None,
+        client: _Client | None = None,
         host: str | None = None,
         port: int | None = None,
         db: int | None = None,
@@ -307,12 +309,28 @@ class RedisBackend(Backend):
         )
         self.schema, self.retention = options.schema, options.retention
         self._owns_client = client is None
-        self.client = options.connect(client, redis, (redis.Redis, redis.cluster.RedisCluster))
+        self.client: Any = options.connect(client, self._module, self._client_types)
         self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
         self._scripts = _scripts_for(self.client)
         self._seen = redis_plan.RecordsSeen()
-        self._connections: IdleConnections | None = _per_event_connections(self.client)
+        self._connections = _per_event_connections(self.client)
         self._wire = TrackWire(self.schema, self.retention, self._scripts["track"])
+
+
+class RedisBackend(_RedisDriver[redis.Redis | redis.cluster.RedisCluster], Backend):
+    """Stores sketches and counts in Redis (``redis.Redis`` or ``redis.cluster.RedisCluster``).
+
+    Options: ``url=`` (``redis://``, ``rediss://``, ``unix://``, or ``redis+cluster://`` for a
+    cluster), or ``client=`` (an existing client), or ``host=``/``port=``/``db=`` as in the
+    original library; with none of them, ``$ACTIVITY_TRACKER_URL`` or
+    ``redis://localhost:6379/0``. ``prefix=`` namespaces the keys (default ``activity``);
+    ``retention=`` is how long a period's raw keys live after the later of its end and its
+    first write (a timedelta or seconds, default 35 days).
+    """
+
+    _module = redis
+    _client_types = (redis.Redis, redis.cluster.RedisCluster)
+    _connections: IdleConnections | None
 
     def track(self, activity: Activity) -> None:
         # The per-event path: the call pre-encoded, on a connection kept for it.
@@ -412,35 +430,15 @@ class RedisBackend(Backend):
             return self.client.execute_command(*_evalsha_args(request, self._scripts), **options)
 
 
-class AsyncRedisBackend(AsyncBackend):
+class AsyncRedisBackend(
+    _RedisDriver[redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster], AsyncBackend
+):
     """The asyncio twin of :class:`RedisBackend`, with the same options; ``client=`` takes a
     ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``."""
 
-    def __init__(
-        self,
-        url: str | None = None,
-        client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster | None = None,
-        host: str | None = None,
-        port: int | None = None,
-        db: int | None = None,
-        socket_timeout: float | None = timeouts_module.DEFAULT,
-        prefix: str = DEFAULT_PREFIX,
-        retention: datetime.timedelta | float = DEFAULT_RETENTION,
-        socket_connect_timeout: float | None = timeouts_module.DEFAULT,
-    ) -> None:
-        options = _RedisOptions(
-            url, host, port, db, socket_connect_timeout, socket_timeout, prefix, retention
-        )
-        self.schema, self.retention = options.schema, options.retention
-        self._owns_client = client is None
-        self.client = options.connect(
-            client, redis.asyncio, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
-        )
-        self._split_periods = isinstance(self.client, _CLUSTER_CLIENTS)
-        self._scripts = _scripts_for(self.client)
-        self._seen = redis_plan.RecordsSeen()
-        self._connections: AsyncIdleConnections | None = _per_event_connections(self.client)
-        self._wire = TrackWire(self.schema, self.retention, self._scripts["track"])
+    _module = redis.asyncio
+    _client_types = (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
+    _connections: AsyncIdleConnections | None
 
     async def track(self, activity: Activity) -> None:
         connections = self._connections
