@@ -24,8 +24,8 @@ from ..keys import Bucket
 from ..periods import Period
 from ..tracker import ActivityTracker
 from . import ingestion as _ingest
-from . import plot_option
 from .events import Event, format_csv_line
+from .options import plot_option
 from .reporting import SIGMAS, bucket_label, error_bound
 
 DEMO_PERIODS = (_periods.DAILY, _periods.WEEKLY, _periods.MONTHLY)
