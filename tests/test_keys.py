@@ -4,7 +4,25 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from activity_tracker.keys import KeySchema, check_prefix, decode_bucket, encode_bucket
+from activity_tracker.keys import (
+    CHG,
+    COUNTS,
+    DEADLINE_FIELD,
+    EXPIRES_FIELD,
+    HLL,
+    MEASURED_FIELD,
+    MOVED_FIELD,
+    NEXT_INDEX_FIELD,
+    OUT_FIELD_PREFIX,
+    REG,
+    SCRATCH,
+    KeySchema,
+    check_prefix,
+    decode_bucket,
+    encode_bucket,
+    is_bucket_field,
+    rolling_field,
+)
 from activity_tracker.periods import KINDS, Period
 
 AWKWARD_BUCKETS = [
@@ -89,3 +107,49 @@ def test_v2_key_names_never_clash_with_those_of_1x():
     assert schema.hll(period, "b:x").startswith(schema.hll_prefix(period))
     # A code never holds a newline: an aggregate's definition joins its sources by one.
     assert "\n" not in encode_bucket("a\nb")
+
+
+@pytest.mark.parametrize("prefix", ["p", "app:activity", "a*b"])
+def test_part_names_each_key_of_a_period(prefix):
+    schema = KeySchema(prefix)
+    for kind in KINDS:
+        period = Period.containing(kind, datetime.date(2024, 1, 31))
+        assert schema.part(schema.reg(period)) == REG
+        assert schema.part(schema.chg(period)) == CHG
+        assert schema.part(schema.counts(period)) == COUNTS
+        assert schema.part(schema.batch_scratch(period)) == SCRATCH
+        for bucket in AWKWARD_BUCKETS:
+            assert schema.part(schema.hll(period, encode_bucket(bucket))) == HLL
+
+
+def test_part_is_none_for_keys_that_are_not_a_period_key_of_the_tracker():
+    schema = KeySchema("p")
+    period = Period.containing("daily", datetime.date(2024, 1, 1))
+    others = [
+        KeySchema("q").reg(period),
+        KeySchema("p:x").counts(period),  # a prefix that starts with ours
+        KeySchema("pp").hll(period, "default"),
+        schema.scratch("abc", 3),  # a cluster union's copy: no period's
+        schema.reg(period) + "x",
+        schema.reg(period).replace("reg", "buckets"),  # a 1.x name
+        schema.hll_prefix(period)[:-1],
+        "p:",
+        "p:{d2024-01-01",
+        "",
+    ]
+    assert [schema.part(key) for key in others] == [None] * len(others)
+
+
+def test_bucket_fields_are_told_from_the_others():
+    codes = [encode_bucket(bucket) for bucket in AWKWARD_BUCKETS] + [encode_bucket("@x")]
+    assert all(is_bucket_field(code) for code in codes)
+    others = [
+        DEADLINE_FIELD,
+        NEXT_INDEX_FIELD,
+        MOVED_FIELD,
+        OUT_FIELD_PREFIX + "1",
+        MEASURED_FIELD,
+        EXPIRES_FIELD,
+        rolling_field(7, encode_bucket("web")),
+    ]
+    assert not any(is_bucket_field(field) for field in others)

@@ -63,6 +63,11 @@ Bucket = str | None
 DEFAULT_BUCKET_CODE = "default"
 _STR_BUCKET_MARK = "b:"
 
+#: The keys of a period, named by what they hold (see :meth:`KeySchema.part`).
+REG, CHG, HLL, COUNTS, SCRATCH = "reg", "chg", "hll", "counts", "scratch"
+
+#: What every ``reg`` and ``counts`` field that is not a bucket's code starts with.
+_META_MARK = "@"
 #: ``reg`` fields (no bucket code starts with ``@``).
 DEADLINE_FIELD = "@deadline"
 NEXT_INDEX_FIELD = "@next"
@@ -149,6 +154,12 @@ def decode_records(blob: bytes) -> Iterator[tuple[bytes, int, int]]:
         yield blob[at : at + HASH_SIZE], value // 2, value % 2
 
 
+def is_bucket_field(field: str) -> bool:
+    """Whether a ``reg`` or ``counts`` field is a bucket's code (the others start with
+    ``@``)."""
+    return not field.startswith(_META_MARK)
+
+
 def rolling_prefix(days: int) -> str:
     """What the ``counts`` fields of a day's rolling windows of ``days`` days start with."""
     return f"{ROLLING_FIELD_MARK}{days}:"
@@ -178,16 +189,16 @@ class KeySchema:
 
     def reg(self, period: Period) -> str:
         """The period's registry (hash)."""
-        return self._period_key(period, "reg")
+        return self._period_key(period, REG)
 
     def chg(self, period: Period) -> str:
         """The period's change records (hash)."""
-        return self._period_key(period, "chg")
+        return self._period_key(period, CHG)
 
     def hll_prefix(self, period: Period) -> str:
         """What the sketch keys of a period start with: collapse.lua names the sketches of
         the buckets it finds in the registry by appending their codes to it."""
-        return self._period_key(period, "hll:")
+        return self._period_key(period, HLL + ":")
 
     def hll(self, period: Period, bucket_code: str) -> str:
         """The sketch of the bucket (or aggregate) of code ``bucket_code`` in the period."""
@@ -195,17 +206,29 @@ class KeySchema:
 
     def counts(self, period: Period) -> str:
         """The period's collapsed counts (hash, kept for good)."""
-        return self._period_key(period, "counts")
+        return self._period_key(period, COUNTS)
 
     def batch_scratch(self, period: Period) -> str:
         """The scratch sketch of a batch: ``track_many.lua`` adds a long run of ids to it once
         and merges it into each of the run's sketches, then deletes it."""
-        return self._period_key(period, "scratch")
+        return self._period_key(period, SCRATCH)
 
     def scratch(self, token: str, number: int) -> str:
         """A scratch copy of a sketch (cluster unions): ``token`` names one round trip (its
         copies share a slot, the tag ``u<token>``, which no period tag starts with)."""
         return f"{self.prefix}:{{u{token}}}:{number}"
+
+    def part(self, key: str) -> str | None:
+        """Which of a period's keys of this tracker ``key`` is: :data:`REG`, :data:`CHG`,
+        :data:`HLL` (a bucket's sketch), :data:`COUNTS` or :data:`SCRATCH`; None for any
+        other key (another prefix's, a scratch copy of a cluster union)."""
+        head = f"{self.prefix}:{{"
+        if not key.startswith(head):
+            return None
+        name = key[len(head) :].partition("}:")[2]
+        if name.startswith(HLL + ":"):
+            return HLL
+        return name if name in (REG, CHG, COUNTS, SCRATCH) else None
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this tracker."""

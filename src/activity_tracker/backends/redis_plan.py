@@ -45,6 +45,7 @@ from ..keys import (
     decode_records,
     encode_bucket,
     id_hash,
+    is_bucket_field,
     rolling_field,
     rolling_prefix,
 )
@@ -855,7 +856,7 @@ def _all_estimates(reply: Mapping[Any, Any], prefix: str) -> dict[Bucket, Estima
     found: dict[Bucket, Estimate] = {}
     for field, value in reply.items():
         name = text(field)
-        wanted = name.startswith(prefix) if prefix else not name.startswith("@")
+        wanted = name.startswith(prefix) if prefix else is_bucket_field(name)
         if wanted:
             found[decode_bucket(name[len(prefix) :])] = stored_estimate(value)
     return found
@@ -952,7 +953,7 @@ def registry(period: Period, fields: Any, expires: Any) -> tuple[Registry, dict[
     meta: dict[str, str] = {}
     for field, value in fields.items():
         name = text(field)
-        (meta if name.startswith("@") else states)[name] = text(value)
+        (states if is_bucket_field(name) else meta)[name] = text(value)
     raw: dict[Bucket, RawBucket] = {}
     aggregates: dict[Bucket, tuple[Bucket, ...]] = {}
     names: dict[int, Bucket] = {}

@@ -17,7 +17,7 @@ import click
 import redis
 import redis.cluster
 
-from . import Settings, open_tracker
+from .settings import Settings, open_tracker
 
 OK, NOTE, WARNING = "ok", "note", "warning"
 

@@ -20,15 +20,16 @@ from rich.table import Table
 from .. import periods as _periods
 from ..corrections import Estimate
 from ..embedded import embedded_client, release
-from ..keys import Bucket
+from ..keys import COUNTS, HLL, Bucket, KeySchema
 from ..periods import Period
 from ..tracker import ActivityTracker
 from . import ingestion as _ingest
-from . import plot_option
 from .events import Event, format_csv_line
+from .options import plot_option
 from .reporting import SIGMAS, bucket_label, error_bound
 
 DEMO_PERIODS = (_periods.DAILY, _periods.WEEKLY, _periods.MONTHLY)
+DEMO_PREFIX = "demo"
 BUCKETS: tuple[Bucket, ...] = ("anon", "web", "app")
 AGGREGATES: dict[str, list[Bucket]] = {"users": ["web", "app"]}
 #: Relative activity by weekday, Monday first: weekends are quieter.
@@ -141,20 +142,19 @@ def _bytes(size: float) -> str:
     return f"{size} B"
 
 
-def _memory(client: redis.Redis, pattern: str) -> dict[str, tuple[int, int]]:
-    """MEMORY USAGE of the keys matching ``pattern``, as {kind: (bytes, keys)}, the kind
-    being ``sketches`` (HyperLogLogs), ``counts`` (collapsed counts) or ``corrections``
-    (the id-change records and the registry of each period)."""
+#: The kind each key is counted in by :func:`_memory`: its part of a period (any other key,
+#: the registries and id-change records, in ``corrections``).
+_MEMORY_KINDS: dict[str | None, str] = {HLL: "sketches", COUNTS: "counts"}
+
+
+def _memory(client: redis.Redis, schema: KeySchema) -> dict[str, tuple[int, int]]:
+    """MEMORY USAGE of the keys of ``schema``, as {kind: (bytes, keys)}, the kind being
+    ``sketches`` (HyperLogLogs), ``counts`` (collapsed counts) or ``corrections`` (the
+    id-change records and the registry of each period)."""
     usage: dict[str, tuple[int, int]] = {}
-    for key in client.scan_iter(match=pattern, count=1000):
+    for key in client.scan_iter(match=schema.pattern(), count=1000):
         text = key.decode() if isinstance(key, bytes) else str(key)
-        kind = (
-            "sketches"
-            if "}:hll:" in text
-            else "counts"
-            if text.endswith("}:counts")
-            else ("corrections")
-        )
+        kind = _MEMORY_KINDS.get(schema.part(text), "corrections")
         size, keys = usage.get(kind, (0, 0))
         usage[kind] = (size + int(client.memory_usage(key, samples=0) or 0), keys + 1)
     return usage
@@ -231,7 +231,7 @@ def demo(settings: object, users: int, days: int, start: str, seed: int, plot: s
         err.print(f"generated {events:,} events for {users:,} users over {days} days", markup=False)
         client = embedded_client(store)
         try:
-            tracker = ActivityTracker(periods=list(DEMO_PERIODS), client=client, prefix="demo")
+            tracker = ActivityTracker(periods=list(DEMO_PERIODS), client=client, prefix=DEMO_PREFIX)
             began = time.perf_counter()
             summary = _ingest.ingest(tracker, [str(log)])
             ingest_seconds = time.perf_counter() - began
@@ -250,7 +250,7 @@ def demo(settings: object, users: int, days: int, start: str, seed: int, plot: s
                     for bucket, estimate in counts.items():
                         estimates[(Period(kind, period_start), bucket)] = estimate
             _print_comparison(console, exact, estimates, buckets)
-            usage = _memory(client, "demo:*")
+            usage = _memory(client, KeySchema(DEMO_PREFIX))
             exact_pairs = [
                 (period, bucket) for (period, bucket) in estimates if isinstance(bucket, str)
             ]

@@ -14,17 +14,17 @@ from rich.table import Table
 
 from .. import periods as _periods
 from ..corrections import Estimate
-from . import (
-    PERIOD_CHOICE,
-    Settings,
-    _bucket,
-    _stderr,
+from .options import (
     format_option,
-    open_tracker,
+    parse_bucket,
     parse_range,
+    period_option,
     plot_option,
+    range_options,
 )
+from .output import stderr
 from .reporting import SIGMAS, csv_text, error_bound
+from .settings import Settings, open_tracker
 
 Triangle = Sequence[tuple[datetime.date, Sequence[Estimate]]]
 
@@ -96,21 +96,12 @@ def as_table(period: str, bucket_text: str, rows: Triangle) -> Table:
 
 
 @click.command()
-@click.option(
-    "--period",
-    type=PERIOD_CHOICE,
-    default=_periods.WEEKLY,
-    show_default=True,
-    help="The cohorts' period (its sketches must be tracked and still kept).",
+@period_option(
+    _periods.WEEKLY, "The cohorts' period (its sketches must be tracked and still kept)."
 )
-@click.option(
-    "--start",
-    metavar="YYYY-MM-DD",
-    help="First day of the range. Default: --end minus 14 days (daily), 35 days (weekly: the "
-    "raw data kept by default), a year (monthly), 5 years (yearly).",
-)
-@click.option(
-    "--end", metavar="YYYY-MM-DD", help="Day after the range (exclusive). Default: today."
+@range_options(
+    "First day of the range. Default: --end minus 14 days (daily), 35 days (weekly: the raw "
+    "data kept by default), a year (monthly), 5 years (yearly)."
 )
 @click.option(
     "--bucket",
@@ -145,7 +136,7 @@ def retention(
             end_day = datetime.datetime.now(tracker.timezone).date()
         if start_day is None:
             start_day = _periods.days_before(end_day, _DEFAULT_DAYS[period])
-        rows = tracker.retention(period, start_day, end_day, _bucket(bucket), with_error=True)
+        rows = tracker.retention(period, start_day, end_day, parse_bucket(bucket), with_error=True)
     bucket_text = "the default bucket" if not bucket else repr(bucket)
     if plot:
         from .plot import plot_retention
@@ -167,4 +158,4 @@ def retention(
             console.print(as_table(period, bucket_text, rows))
             console.print(NOTE, soft_wrap=True)
     if plot:
-        _stderr().print(f"wrote {plot}", markup=False)
+        stderr().print(f"wrote {plot}", markup=False)

@@ -23,14 +23,14 @@ from ..errors import ActivityTrackerError, BackendConnectionError
 from ..keys import Bucket
 from ..periods import Period
 from ..tracker import ActivityTracker
-from . import (
+from .options import (
     DEFAULT_PERIODS,
-    PERIOD_CHOICE,
-    Settings,
-    _bucket,
-    _parse_aggregate,
     aggregate_option,
+    parse_aggregate,
+    parse_bucket,
+    periods_option,
 )
+from .settings import Settings
 
 log = logging.getLogger("activity_tracker.serve")
 
@@ -195,12 +195,8 @@ def _listen_address(ctx: click.Context, param: click.Parameter, value: str) -> t
 
 
 @click.command()
-@click.option(
-    "--period",
-    "periods",
-    type=PERIOD_CHOICE,
-    multiple=True,
-    help="Period kinds to collapse and report (repeatable). Default: daily, weekly, monthly.",
+@periods_option(
+    "Period kinds to collapse and report (repeatable). Default: daily, weekly, monthly."
 )
 @click.option(
     "--bucket",
@@ -300,8 +296,8 @@ def serve(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
     kinds = list(periods or DEFAULT_PERIODS)
-    aggregate_buckets = dict(_parse_aggregate(text) for text in aggregates)
-    chosen = [_bucket(b) for b in buckets] or None
+    aggregate_buckets = dict(parse_aggregate(text) for text in aggregates)
+    chosen = [parse_bucket(b) for b in buckets] or None
     tracker = ActivityTracker(
         periods=kinds,
         url=settings.store_url,
