@@ -1,11 +1,11 @@
 """Run every benchmark against one Redis and write the headline table.
 
-``python benchmarks/run.py --quick`` takes one to two minutes; without ``--quick`` the full
-sizes (every event of the throughput workload through every writer, memory at 10^6 ids and
-10^6 id changes, accuracy up to 10^7 ids) take a good while longer. Each benchmark writes
-``<name>.md`` and ``<name>.png`` to ``--out`` (default ``benchmarks/results``); this script
-adds ``README.md`` there: every target of the issues with its result and whether it is met,
-then the other figures.
+``python benchmarks/run.py --quick`` takes two to three minutes on 2 cores; without
+``--quick`` the full sizes (every event of the throughput workload through every writer,
+memory at 10^6 ids and 10^6 id changes, accuracy up to 10^7 ids) take about 36 minutes.
+Each benchmark writes ``<name>.md`` and ``<name>.png`` to ``--out`` (default
+``benchmarks/results``); this script adds ``README.md`` there: every target of the issues with
+its result and whether it is met, then the other figures.
 """
 
 from __future__ import annotations
