@@ -239,9 +239,11 @@ def test_a_newer_store_opens_when_a_copy_of_the_wheels_redis_comes_first_on_path
 def test_a_store_no_redis_server_here_can_read_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # An RDB file of a format no Redis knows (yet): header, EOF opcode, zero checksum.
+    # An RDB file of a format no Redis knows (yet): header, the auxiliary field naming the
+    # Redis that wrote it, EOF opcode, zero checksum.
     path = tmp_path / "future.db"
-    path.write_bytes(b"REDIS0099" + b"\xff" + bytes(8))
+    data = b"REDIS0099" + b"\xfa\x09redis-ver\x059.9.9" + b"\xff" + bytes(8)
+    path.write_bytes(data)
     wheel = redis_server_binary()
     versions = {binary_version(binary) for binary in [wheel, *redis_servers_on_path()]}
     # Before the PATH here: a copy of the wheel's binary (a virtualenv's bin/) and a symlink
@@ -257,8 +259,8 @@ def test_a_store_no_redis_server_here_can_read_is_a_clear_error(
         embedded_client(path)
     message = str(caught.value)
     assert message.startswith(
-        f"cannot open the embedded store {path}: it holds RDB format 99, which no "
-        "redis-server here can read ("
+        f"cannot open the embedded store {path}: it holds RDB format 99, written by Redis 9.9.9, "
+        "which no redis-server here can read ("
     ), message
     listed = message.split(" read (", 1)[1].split("). Put ", 1)[0]
     tried = [entry.rsplit(" is Redis ", 1) for entry in listed.split("; ")]
@@ -266,7 +268,7 @@ def test_a_store_no_redis_server_here_can_read_is_a_clear_error(
     assert not {binary for binary, _ in tried} & {str(copy), str(link)}
     # Each Redis version here tried once, whichever file has it first.
     assert sorted(tuple(int(part) for part in v.split(".")) for _, v in tried) == sorted(versions)
-    assert path.read_bytes() == b"REDIS0099" + b"\xff" + bytes(8)
+    assert path.read_bytes() == data
 
 
 def test_a_socket_path_too_long_goes_to_the_temporary_directory(tmp_path: Path) -> None:
