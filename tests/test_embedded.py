@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
-import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,7 +26,12 @@ from activity_tracker.embedded import (
     release,
     url_for_path,
 )
-from redis_server import start_redis_server, stop_redis_server
+from redis_server import (
+    binary_version,
+    redis_servers_on_path,
+    start_redis_server,
+    stop_redis_server,
+)
 from test_rolling import read_unions
 
 
@@ -165,12 +170,28 @@ def test_a_file_that_is_not_redis_data_is_a_clear_error(tmp_path: Path) -> None:
         embedded_client(path)
 
 
+def _newer_redis_on_path() -> str:
+    """The first ``redis-server`` on ``PATH`` that is Redis 7 or newer (not merely the first
+    on ``PATH``: in an activated virtualenv, that is the wheel's 6.2); the test is skipped
+    where there is none (a machine with the wheel alone)."""
+    found = {binary: binary_version(binary) for binary in redis_servers_on_path()}
+    for binary, version in found.items():
+        if version >= (7,):
+            return binary
+    pytest.skip(
+        "needs a redis-server of Redis 7 or newer on PATH to write a store the wheel's Redis "
+        f"6.2 cannot load; on PATH: {found or 'none'}"
+    )
+
+
 @pytest.fixture
 def written_by_redis_7(tmp_path: Path) -> Iterator[Path]:
-    """A store file written (SAVE) by the ``redis-server`` on ``PATH``, Redis 7 here and in CI:
-    a format the wheel's Redis 6.2 cannot load."""
+    """A store file written (SAVE) by a Redis 7 or newer from ``PATH``: a format the wheel's
+    Redis 6.2 cannot load."""
     work = tmp_path / "redis7"
-    process, url = start_redis_server(work, extra_args=["--dbfilename", "store.db"])
+    process, url = start_redis_server(
+        work, binary=_newer_redis_on_path(), extra_args=["--dbfilename", "store.db"]
+    )
     try:
         client = redis.Redis.from_url(url)
         client.set("written-by", "redis 7")
@@ -179,15 +200,13 @@ def written_by_redis_7(tmp_path: Path) -> Iterator[Path]:
     finally:
         stop_redis_server(process)
     path = work / "store.db"
-    assert int(path.read_bytes()[5:9]) >= 10, "this test needs Redis 7 or newer on PATH"
+    assert int(path.read_bytes()[5:9]) >= 10  # RDB format 10 is Redis 7's
     yield path
     release(path)
 
 
-def test_a_store_written_by_a_newer_redis_is_opened_with_the_redis_server_on_path(
-    written_by_redis_7: Path,
-) -> None:
-    client = embedded_client(written_by_redis_7)
+def _open_and_check_written_by_redis_7(path: Path) -> None:
+    client = embedded_client(path)
     try:
         assert client.get("written-by") == b"redis 7"
         assert int(client.info("server")["redis_version"].split(".")[0]) >= 7
@@ -195,18 +214,61 @@ def test_a_store_written_by_a_newer_redis_is_opened_with_the_redis_server_on_pat
         client.close()
 
 
-def test_a_store_no_redis_server_here_can_read_is_a_clear_error(
+def test_a_store_written_by_a_newer_redis_is_opened_with_the_redis_server_on_path(
+    written_by_redis_7: Path,
+) -> None:
+    _open_and_check_written_by_redis_7(written_by_redis_7)
+
+
+def _wheel_copy(directory: Path) -> Path:
+    """A copy of the wheel's ``redis-server`` in ``directory``, as in a virtualenv's bin/."""
+    directory.mkdir()
+    return Path(shutil.copy2(redis_server_binary(), directory / "redis-server"))
+
+
+def test_a_newer_store_opens_when_a_copy_of_the_wheels_redis_comes_first_on_path(
     written_by_redis_7: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # the wheel's Redis 6.2 alone
-    before = written_by_redis_7.read_bytes()
+    # An activated virtualenv: its bin/ (the wheel's Redis 6.2 again) before the system's.
+    venv_bin = _wheel_copy(tmp_path / "venv-bin").parent
+    system = Path(_newer_redis_on_path()).parent
+    monkeypatch.setenv("PATH", os.pathsep.join([str(venv_bin), str(system)]))
+    _open_and_check_written_by_redis_7(written_by_redis_7)
+
+
+def test_a_store_no_redis_server_here_can_read_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An RDB file of a format no Redis knows (yet): header, the auxiliary field naming the
+    # Redis that wrote it, EOF opcode, zero checksum.
+    path = tmp_path / "future.db"
+    data = b"REDIS0099" + b"\xfa\x09redis-ver\x059.9.9" + b"\xff" + bytes(8)
+    path.write_bytes(data)
+    wheel = redis_server_binary()
+    versions = {binary_version(binary) for binary in [wheel, *redis_servers_on_path()]}
+    # Before the PATH here: a copy of the wheel's binary (a virtualenv's bin/) and a symlink
+    # to it, neither worth trying again.
+    link = tmp_path / "link" / "redis-server"
+    link.parent.mkdir()
+    link.symlink_to(wheel)
+    copy = _wheel_copy(tmp_path / "copy")
+    monkeypatch.setenv(
+        "PATH", os.pathsep.join([str(copy.parent), str(link.parent), *os.get_exec_path()])
+    )
     with pytest.raises(EmbeddedRedisError) as caught:
-        embedded_client(written_by_redis_7)
+        embedded_client(path)
     message = str(caught.value)
-    assert f"cannot open the embedded store {written_by_redis_7}: " in message
-    assert re.search(r"RDB format 1\d, written by Redis 7\.\d+\.\d+", message), message
-    assert f"{redis_server_binary()} is Redis 6.2." in message
-    assert written_by_redis_7.read_bytes() == before
+    assert message.startswith(
+        f"cannot open the embedded store {path}: it holds RDB format 99, written by Redis 9.9.9, "
+        "which no redis-server here can read ("
+    ), message
+    listed = message.split(" read (", 1)[1].split("). Put ", 1)[0]
+    tried = [entry.rsplit(" is Redis ", 1) for entry in listed.split("; ")]
+    assert tried[0][0] == wheel  # the wheel's first
+    assert not {binary for binary, _ in tried} & {str(copy), str(link)}
+    # Each Redis version here tried once, whichever file has it first.
+    assert sorted(tuple(int(part) for part in v.split(".")) for _, v in tried) == sorted(versions)
+    assert path.read_bytes() == data
 
 
 def test_a_socket_path_too_long_goes_to_the_temporary_directory(tmp_path: Path) -> None:

