@@ -164,6 +164,15 @@ def _check_size(size: int, limit: int, argument: str, what: str) -> None:
         )
 
 
+def positive_int(value: object, argument: str) -> int:
+    """An int of at least 1 (a count of events, periods, rows), ``argument`` named if not."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{argument} must be at least 1, not {value}")
+    return value
+
+
 def bucket_list(value: object, argument: str) -> tuple[Bucket, ...] | None:
     """A list of bucket names, or ``None``; a bare str is refused (it is not a list)."""
     if value is None:
@@ -211,10 +220,7 @@ def collapse_job(
     """Check the arguments of ``collapse()``; ``rolling``: the tracker's window lengths,
     stored when the daily period is collapsed."""
     day = _periods.local_date(date, timezone, "date")
-    if isinstance(max_periods, bool) or not isinstance(max_periods, int):
-        raise TypeError(f"max_periods must be an int, not {type(max_periods).__name__}")
-    if max_periods < 1:
-        raise ValueError(f"max_periods must be at least 1, not {max_periods}")
+    max_periods = positive_int(max_periods, "max_periods")
     if max_periods > _periods.MAX_PERIODS:
         raise ValueError(
             f"max_periods must be at most {_periods.MAX_PERIODS:,}, not {max_periods:,}"

@@ -320,14 +320,6 @@ class PendingEvents:
         return taken
 
 
-def _check_max_events(max_events: object) -> int:
-    if isinstance(max_events, bool) or not isinstance(max_events, int):
-        raise TypeError(f"max_events must be an int, not {type(max_events).__name__}")
-    if max_events < 1:
-        raise ValueError(f"max_events must be at least 1, not {max_events}")
-    return max_events
-
-
 class Batch:
     """Events collected and sent together; made by :meth:`ActivityTracker.batch`.
 
@@ -340,7 +332,7 @@ class Batch:
 
     def __init__(self, tracker: ActivityTracker, max_events: int = DEFAULT_MAX_EVENTS) -> None:
         self.tracker = tracker
-        self.max_events = _check_max_events(max_events)
+        self.max_events = arguments.positive_int(max_events, "max_events")
         self._checker = tracker._checker
         self._pending = PendingEvents()
 
@@ -400,7 +392,7 @@ class AsyncBatch:
 
     def __init__(self, tracker: AsyncActivityTracker, max_events: int = DEFAULT_MAX_EVENTS) -> None:
         self.tracker = tracker
-        self.max_events = _check_max_events(max_events)
+        self.max_events = arguments.positive_int(max_events, "max_events")
         self._checker = tracker._checker
         self._pending = PendingEvents()
 

@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .arguments import Activity
+from .arguments import Activity, positive_int
 from .batch import Event
 from .keys import Bucket
 
@@ -74,11 +74,11 @@ class BufferedTracker:
         max_pending: int | None = None,
         exit_timeout: float = DEFAULT_EXIT_TIMEOUT,
     ) -> None:
-        self.max_events = _count(max_events, "max_events")
+        self.max_events = positive_int(max_events, "max_events")
         self.max_pending = (
             DEFAULT_PENDING_BATCHES * self.max_events
             if max_pending is None
-            else _count(max_pending, "max_pending")
+            else positive_int(max_pending, "max_pending")
         )
         self.interval = _seconds(interval, "interval")
         self.exit_timeout = _seconds(exit_timeout, "exit_timeout")
@@ -295,14 +295,6 @@ class BufferedTracker:
                 changed.notify_all()
             if stopping and not taken:
                 return
-
-
-def _count(value: object, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{argument} must be an int, not {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{argument} must be at least 1, not {value}")
-    return value
 
 
 def _seconds(value: object, argument: str) -> float:

@@ -69,10 +69,7 @@ def track_columns(
     it (and the row, as ``ids[12]``), and nothing is written. Then ``chunk_size`` rows at a
     time are written, each chunk all or nothing.
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-        raise TypeError(f"chunk_size must be an int, not {type(chunk_size).__name__}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+    chunk_size = arguments.positive_int(chunk_size, "chunk_size")
     columns = Columns.of(tracker, ids, dates, buckets, old_ids, old_buckets)
     chunks = (columns.slice(start, chunk_size) for start in range(0, len(columns), chunk_size))
     return send(tracker, chunks)

@@ -202,11 +202,12 @@ class _Store:
             return
         tried: dict[str, str] = {}  # each binary that could not read the file: its version
         for binary in _binaries():
-            if tried and _binary_version(binary) in tried.values():
+            version = _binary_version(binary) if tried else None
+            if version in tried.values():
                 continue  # a copy of one tried: an activated venv's bin/ holds the wheel's
             if self._start(binary):
                 return
-            tried[binary] = _binary_version(binary)
+            tried[binary] = _binary_version(binary) if version is None else version
         raise EmbeddedRedisError(_too_new(self.path, tried))
 
     def _start(self, binary: str) -> bool:
