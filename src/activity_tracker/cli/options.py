@@ -63,6 +63,21 @@ def parse_range(
     return start_day, end_day
 
 
+def fill_range(
+    start: datetime.date | None,
+    end: datetime.date | None,
+    timezone: datetime.tzinfo | None,
+    default_days: int,
+) -> tuple[datetime.date, datetime.date]:
+    """A range read by :func:`parse_range`, completed: ``end`` defaults to today in
+    ``timezone``, ``start`` to ``default_days`` days before ``end``."""
+    if end is None:
+        end = datetime.datetime.now(timezone).date()
+    if start is None:
+        start = _periods.days_before(end, default_days)
+    return start, end
+
+
 def parse_bucket(name: str) -> Bucket:
     """A bucket as written on the command line: empty is the default bucket."""
     return name or None

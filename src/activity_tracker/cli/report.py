@@ -3,8 +3,6 @@ table, CSV or JSON, optionally plotted."""
 
 from __future__ import annotations
 
-import datetime
-
 import click
 from rich.console import Console
 
@@ -13,6 +11,7 @@ from ..arguments import MAX_WINDOW_DAYS
 from . import reporting as _report
 from . import windows as _windows
 from .options import (
+    fill_range,
     format_option,
     parse_bucket,
     parse_range,
@@ -87,10 +86,9 @@ def report(
         raise click.BadParameter("give --rolling or --stickiness, not both", param_hint="--rolling")
     chosen = [parse_bucket(b) for b in buckets] if buckets else None
     with open_tracker(settings, [period], existing=True) as tracker:
-        if end_day is None:
-            end_day = datetime.datetime.now(tracker.timezone).date()
-        if start_day is None:
-            start_day = _periods.days_before(end_day, _DEFAULT_REPORT_DAYS[period])
+        start_day, end_day = fill_range(
+            start_day, end_day, tracker.timezone, _DEFAULT_REPORT_DAYS[period]
+        )
         if stickiness:
             windows = tracker.lookup_rolling(
                 _windows.STICKINESS_DAYS, start_day, end_day, chosen, with_error=True

@@ -15,6 +15,7 @@ from rich.table import Table
 from .. import periods as _periods
 from ..corrections import Estimate
 from .options import (
+    fill_range,
     format_option,
     parse_bucket,
     parse_range,
@@ -132,10 +133,7 @@ def retention(
     """
     start_day, end_day = parse_range(start, end)
     with open_tracker(settings, [period], existing=True) as tracker:
-        if end_day is None:
-            end_day = datetime.datetime.now(tracker.timezone).date()
-        if start_day is None:
-            start_day = _periods.days_before(end_day, _DEFAULT_DAYS[period])
+        start_day, end_day = fill_range(start_day, end_day, tracker.timezone, _DEFAULT_DAYS[period])
         rows = tracker.retention(period, start_day, end_day, parse_bucket(bucket), with_error=True)
     bucket_text = "the default bucket" if not bucket else repr(bucket)
     if plot:
