@@ -10,14 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from activity_tracker.arguments import MAX_BUCKET_BYTES, MAX_ID_BYTES
-from activity_tracker.cli import cli
 from activity_tracker.embedded import release, url_for_path
 from activity_tracker.periods import MAX_PERIODS
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from test_cli import PNG_SIGNATURE, run
 
 
 @pytest.fixture
@@ -27,10 +25,6 @@ def store(tmp_path: Path) -> Iterator[list[str]]:
     path.parent.mkdir()
     yield ["--url", url_for_path(path)]
     release(path)
-
-
-def run(args: list[str], input: str | None = None) -> Result:
-    return CliRunner().invoke(cli, args, input=input, catch_exceptions=True)
 
 
 def _error_line(result: Result) -> str:
